@@ -1,0 +1,408 @@
+package handlers
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ai-resilience/caddy-ai-resilience/policy"
+)
+
+// call is one client request on its way through the gateway: its buffered
+// body, its attempts, waits and fallbacks, and what it ended as.
+type call struct {
+	g        *Gateway
+	w        http.ResponseWriter
+	r        *http.Request
+	dialect  policy.Dialect
+	endpoint policy.Endpoint
+
+	start    time.Time
+	deadline time.Time
+	body     *bytes.Buffer // the request body as received, pooled
+	payload  []byte        // the body sent upstream: body's bytes, or a copy naming the fallback model
+	req      policy.Request
+	model    string      // the model now being tried
+	upHeader http.Header // request headers for the upstream, prepared once
+	snapshot http.Header // the client's response headers before any attempt
+
+	aw     attemptWriter
+	tap    responseTap
+	reader bodyReader
+
+	attempts     int
+	upstreamTime time.Duration // time inside the next handler
+	waitTime     time.Duration // time sitting out backoff
+	last         failure       // the latest retryable failure
+	end          ending
+}
+
+// failure describes an attempt that failed in a retryable way.
+type failure struct {
+	reason policy.Reason
+	// held is true when the failure is an upstream response, kept in the
+	// attempt writer with its headers in the client's header map.
+	held bool
+	// kind is the gateway error written if this was the last failure and
+	// no upstream response is held.
+	kind   policy.ErrorKind
+	err    error
+	hint   time.Duration
+	hinted bool
+}
+
+// ending is how the call ended, for its log line, metrics and placeholders.
+type ending struct {
+	status    int
+	errorType string // empty on success
+	finished  bool
+}
+
+func newCall(g *Gateway, w http.ResponseWriter, r *http.Request, d policy.Dialect, e policy.Endpoint) *call {
+	now := time.Now()
+	c := &call{
+		g: g, w: w, r: r, dialect: d, endpoint: e,
+		start:    now,
+		deadline: now.Add(g.cfg.Deadline),
+		body:     getBuffer(),
+		snapshot: w.Header().Clone(),
+		tap:      responseTap{dialect: d, endpoint: e},
+	}
+	c.aw = attemptWriter{rw: w, retryOn: g.cfg.RetryOn, tap: &c.tap}
+	return c
+}
+
+// release returns the call's pooled memory.
+func (c *call) release() {
+	c.aw.reset()
+	putBuffer(c.body)
+}
+
+// run sends the request to the requested model and then down its fallback
+// chain until an answer reaches the client or nothing is left to try.
+func (c *call) run(next caddyhttp.Handler) error {
+	c.req = policy.ReadRequest(c.body.Bytes())
+	c.model = c.req.Model
+	c.payload = c.body.Bytes()
+	c.upHeader = upstreamHeader(c.r.Header)
+	for {
+		done, err := c.tryModel(next)
+		if done {
+			c.finish()
+			return err
+		}
+		to, ok := c.g.cfg.Fallbacks.Next(c.model)
+		if !ok || !time.Now().Before(c.deadline) {
+			return c.giveUp()
+		}
+		payload, err := policy.RewriteModel(c.body.Bytes(), to)
+		if err != nil {
+			c.g.cfg.Logger.Error("rewriting model for fallback", zap.Error(err))
+			return c.giveUp()
+		}
+		fallbacksTotal.WithLabelValues(modelLabel(c.model), modelLabel(to)).Inc()
+		if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, "falling back"); ce != nil {
+			ce.Write(zap.String("from", c.model), zap.String("to", to), zap.String("reason", string(c.last.reason)))
+		}
+		c.model, c.payload = to, payload
+	}
+}
+
+// tryModel runs the attempts of one model: the first and up to `retries`
+// more. It reports done when the call has ended (answered, or the client
+// left); otherwise the model is unavailable and the caller falls back.
+func (c *call) tryModel(next caddyhttp.Handler) (done bool, err error) {
+	for retry := 0; ; retry++ {
+		if done, err := c.attempt(next); done {
+			return true, err
+		}
+		retriesLeft := retry < c.g.cfg.Retries
+		if !retriesLeft {
+			return false, nil
+		}
+		wait, ok := c.plan(retry)
+		if !ok {
+			return false, nil
+		}
+		retriesTotal.WithLabelValues(c.dialect.String(), modelLabel(c.model), string(c.last.reason)).Inc()
+		c.logRetry(wait)
+		if !c.sleep(wait) {
+			c.end = ending{errorType: "client_closed", status: statusClientClosed}
+			return true, nil
+		}
+	}
+}
+
+// plan decides the wait before the next retry of the same model: the
+// larger of the backoff and the upstream's hint (SPEC "Retries"). It
+// reports false when the model is unavailable instead: the hint is beyond
+// max_wait, or the wait would cross the deadline.
+func (c *call) plan(retry int) (time.Duration, bool) {
+	wait := c.g.cfg.Backoff.Delay(retry, rand.Int64N)
+	if c.last.hinted {
+		if c.last.hint > c.g.cfg.MaxWait {
+			return 0, false
+		}
+		wait = max(wait, c.last.hint)
+	}
+	if !time.Now().Add(wait).Before(c.deadline) {
+		return 0, false
+	}
+	return wait, true
+}
+
+// sleep sits out a wait, or returns false at once when the client leaves.
+func (c *call) sleep(d time.Duration) bool {
+	began := time.Now()
+	defer func() { c.waitTime += time.Since(began) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.r.Context().Done():
+		return false
+	}
+}
+
+// attempt sends the request once through next. It reports done when the
+// call has ended; otherwise c.last holds the retryable failure.
+func (c *call) attempt(next caddyhttp.Handler) (done bool, err error) {
+	c.restoreHeaders()
+	c.aw.reset()
+	c.attempts++
+	attemptsTotal.WithLabelValues(c.dialect.String(), modelLabel(c.model)).Inc()
+
+	// One timer serves attempt_timeout and the deadline: whichever is
+	// sooner abandons an attempt that has not started answering. A
+	// response already flowing to the client is never cut.
+	limit := time.Until(c.deadline)
+	if t := c.g.cfg.AttemptTimeout; t > 0 && t < limit {
+		limit = t
+	}
+	ctx, cancel := context.WithCancel(c.r.Context())
+	timer := time.AfterFunc(limit, func() {
+		if c.aw.abandon() {
+			cancel()
+		}
+	})
+	began := time.Now()
+	aborted, err := c.serve(next, c.upstreamRequest(ctx))
+	timer.Stop()
+	cancel()
+	c.upstreamTime += time.Since(began)
+	return c.judge(aborted, err)
+}
+
+// upstreamRequest returns the request for one attempt, with a fresh reader
+// over the payload: reverse_proxy reads the body once per call
+// (caddy-modules.md §0.5).
+func (c *call) upstreamRequest(ctx context.Context) *http.Request {
+	r := c.r.WithContext(ctx)
+	payload := c.payload
+	c.reader.Reset(payload)
+	r.Body = &c.reader
+	r.ContentLength = int64(len(payload))
+	r.TransferEncoding = nil
+	r.Header = c.upHeader
+	r.GetBody = func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(payload)), nil
+	}
+	return r
+}
+
+// upstreamHeader prepares the request headers sent on every attempt. The
+// body is re-sent whole, so Expect and Content-Length go; Accept-Encoding
+// goes too, so the proxy's transport negotiates compression itself and
+// hands the gateway plain JSON to read usage and errors from.
+func upstreamHeader(h http.Header) http.Header {
+	out := h.Clone()
+	out.Del("Expect")
+	out.Del("Content-Length")
+	out.Del("Accept-Encoding")
+	return out
+}
+
+// serve runs next, turning an aborted proxy (http.ErrAbortHandler) into a
+// failed attempt when nothing reached the client. A stream already on its
+// way is ended with an in-band error and the panic goes on: the proxy's
+// abort is never swallowed (caddy-modules.md §0.7).
+func (c *call) serve(next caddyhttp.Handler, r *http.Request) (aborted bool, err error) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if v != http.ErrAbortHandler || c.aw.state.Load() != stateCommitted {
+			if v == http.ErrAbortHandler {
+				aborted = true
+				return
+			}
+			panic(v)
+		}
+		c.completeResponse()
+		c.finish()
+		panic(v)
+	}()
+	return false, next.ServeHTTP(&c.aw, r)
+}
+
+// judge reads the outcome of one attempt from the writer's state.
+func (c *call) judge(aborted bool, err error) (done bool, _ error) {
+	clientGone := c.r.Context().Err() != nil
+	switch c.aw.state.Load() {
+	case stateCommitted:
+		c.completeResponse()
+		return true, nil
+	case stateHeld:
+		if clientGone {
+			c.end = ending{errorType: "client_closed", status: statusClientClosed}
+			return true, nil
+		}
+		return c.judgeHeld(), nil
+	case stateAbandoned:
+		if clientGone {
+			c.end = ending{errorType: "client_closed", status: statusClientClosed}
+			return true, nil
+		}
+		c.last = failure{reason: policy.ReasonTimeout, kind: policy.UpstreamTimeout, err: context.DeadlineExceeded}
+		return false, nil
+	}
+	// Nothing was written.
+	if clientGone {
+		c.end = ending{errorType: "client_closed", status: statusClientClosed}
+		return true, nil
+	}
+	if aborted {
+		c.last = failure{reason: policy.ReasonConnection, kind: policy.UpstreamUnreachable, err: http.ErrAbortHandler}
+		return false, nil
+	}
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) {
+		switch he.StatusCode {
+		case http.StatusBadGateway:
+			c.last = failure{reason: policy.ReasonConnection, kind: policy.UpstreamUnreachable, err: err}
+			return false, nil
+		case http.StatusGatewayTimeout:
+			c.last = failure{reason: policy.ReasonTimeout, kind: policy.UpstreamTimeout, err: err}
+			return false, nil
+		}
+	}
+	if err != nil {
+		// Not a proxy failure the gateway can retry: leave it to Caddy's
+		// error handling, as if the gateway were not there.
+		c.end = ending{errorType: "handler_error", status: statusOf(err)}
+		return true, err
+	}
+	// next returned without writing: retrying would loop forever
+	// (caddy-modules.md §0.2–0.3).
+	c.end = ending{errorType: "no_response", status: http.StatusInternalServerError}
+	return true, caddyhttp.Error(http.StatusInternalServerError, errNoResponse)
+}
+
+// errNoResponse explains the usual cause of an empty answer from next.
+var errNoResponse = errors.New("the handler after ai_resilience wrote no response; put ai_resilience in the same route or handle block as reverse_proxy")
+
+// judgeHeld classifies a held retryable response once its body is in.
+func (c *call) judgeHeld() (done bool) {
+	// An OpenAI 429 for an exhausted quota will not pass with time
+	// (SPEC "retry_on"); neither gateway nor client should retry it.
+	if c.aw.status == http.StatusTooManyRequests && c.dialect == policy.OpenAI && policy.QuotaExhausted(c.dialect, c.aw.held.Bytes()) {
+		c.writeHeld()
+		return true
+	}
+	hint, hinted := policy.WaitHint(c.dialect, c.w.Header(), time.Now())
+	c.last = failure{reason: c.aw.verdict.Reason, held: true, hint: hint, hinted: hinted}
+	return false
+}
+
+// giveUp ends a call whose models are all unavailable with the last
+// failure: the upstream's own error as it came, or a gateway 502/504 when
+// the last attempt got no response at all (SPEC "When all attempts fail").
+func (c *call) giveUp() error {
+	defer c.finish()
+	if c.last.held {
+		c.writeHeld()
+		return nil
+	}
+	c.restoreHeaders()
+	c.markNoClientRetry()
+	msg := "the upstream API did not answer in time"
+	if c.last.kind == policy.UpstreamUnreachable {
+		msg = "the upstream API could not be reached"
+	}
+	c.writeError(c.last.kind, msg+" after "+strconv.Itoa(c.attempts)+" attempt(s); try again later")
+	return nil
+}
+
+// writeHeld sends the held upstream response to the client unchanged, but
+// for `x-should-retry: false` when the gateway has already done the
+// retrying (or retrying cannot help).
+func (c *call) writeHeld() {
+	c.markNoClientRetry()
+	c.w.WriteHeader(c.aw.status)
+	_, _ = c.w.Write(c.aw.held.Bytes())
+	c.end = ending{status: c.aw.status, errorType: policy.UpstreamErrorType(c.aw.held.Bytes())}
+}
+
+// markNoClientRetry tells the official SDKs not to retry a failure the
+// gateway gave up on, so their retries do not multiply the gateway's
+// (reference §7.3), unless `client_retries allow`.
+func (c *call) markNoClientRetry() {
+	if !c.g.cfg.ClientRetries {
+		c.w.Header().Set("X-Should-Retry", "false")
+	}
+}
+
+// reject answers the request with a gateway error before any attempt.
+func (c *call) reject(kind policy.ErrorKind, msg string) {
+	c.writeError(kind, msg)
+	c.finish()
+}
+
+// writeError writes a gateway error in the dialect's shape.
+func (c *call) writeError(kind policy.ErrorKind, msg string) {
+	body := policy.ErrorBody(c.dialect, kind, msg, "")
+	h := c.w.Header()
+	h.Del("Content-Length")
+	h.Set("Content-Type", "application/json")
+	c.w.WriteHeader(kind.Status())
+	_, _ = c.w.Write(body)
+	c.end = ending{status: kind.Status(), errorType: kind.String()}
+}
+
+// completeResponse ends a response that reached the client: it reads the
+// tapped usage and, when a stream stopped before its terminal event,
+// appends the dialect's in-band error so the client cannot take the cut
+// answer for a whole one (SPEC "Streaming").
+func (c *call) completeResponse() {
+	c.tap.finish()
+	c.end = ending{status: c.aw.status, errorType: c.tap.errorType}
+	if c.tap.incompleteStream() {
+		_, _ = c.w.Write(policy.StreamCutEvent(c.dialect, c.endpoint))
+		_ = http.NewResponseController(c.w).Flush()
+		c.end.errorType = "stream_incomplete"
+	}
+}
+
+// restoreHeaders resets the client's response headers to the snapshot
+// taken before the first attempt.
+func (c *call) restoreHeaders() {
+	if c.attempts == 0 {
+		return // nothing has touched them yet
+	}
+	h := c.w.Header()
+	clear(h)
+	for k, v := range c.snapshot {
+		h[k] = v
+	}
+}

@@ -1,0 +1,110 @@
+package handlers
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The collectors are created once for the process and registered in every
+// config load's registry by the module: Caddy makes a new registry per load
+// (caddy-modules.md §0.8), and two handlers must not register twice.
+var (
+	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "ai_resilience", Name: "requests_total",
+		Help: "LLM API requests handled, by dialect, requested model and the status the client received.",
+	}, []string{"dialect", "model", "status"})
+	attemptsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "ai_resilience", Name: "attempts_total",
+		Help: "Upstream attempts, first tries and retries, by dialect and the model tried.",
+	}, []string{"dialect", "model"})
+	retriesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "ai_resilience", Name: "retries_total",
+		Help: "Retries of the same model, by dialect, model and the reason the previous attempt failed.",
+	}, []string{"dialect", "model", "reason"})
+	fallbacksTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "ai_resilience", Name: "fallbacks_total",
+		Help: "Requests sent on to a fallback model, by the unavailable model and its fallback.",
+	}, []string{"from", "to"})
+	tokensTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "ai_resilience", Name: "tokens_total",
+		Help: "Tokens reported by upstream usage, by the model that served and direction (input or output).",
+	}, []string{"model", "direction"})
+	overheadSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "ai_resilience", Name: "overhead_seconds",
+		Help:    "Time the gateway itself added to a request: total time less time in the upstream and in backoff waits.",
+		Buckets: []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2},
+	}, []string{"dialect"})
+)
+
+// Collectors returns the gateway's metrics, for registration in each
+// config load's registry.
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{requestsTotal, attemptsTotal, retriesTotal, fallbacksTotal, tokensTotal, overheadSeconds}
+}
+
+// maxModelLabels bounds the model label's values: the model comes from
+// client input, and an unbounded label would let clients grow the metrics
+// without limit. Models first seen after the bound are counted as "other".
+const maxModelLabels = 256
+
+var modelLabels = struct {
+	sync.RWMutex
+	seen map[string]struct{}
+}{seen: make(map[string]struct{})}
+
+// modelLabel returns the metric label for a model name.
+func modelLabel(model string) string {
+	if model == "" {
+		return "none"
+	}
+	modelLabels.RLock()
+	_, ok := modelLabels.seen[model]
+	modelLabels.RUnlock()
+	if ok {
+		return model
+	}
+	if !plausibleModel(model) {
+		return "other"
+	}
+	modelLabels.Lock()
+	defer modelLabels.Unlock()
+	if _, ok := modelLabels.seen[model]; !ok {
+		if len(modelLabels.seen) >= maxModelLabels {
+			return "other"
+		}
+		modelLabels.seen[model] = struct{}{}
+	}
+	return model
+}
+
+// plausibleModel accepts the characters model ids use across providers
+// (claude-opus-4-5-20251101, gpt-5.1, accounts/x/models/y, org/model:tag).
+func plausibleModel(s string) bool {
+	if len(s) > 100 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || b == '.' || b == '_' || b == ':' || b == '/' || b == '@') {
+			return false
+		}
+	}
+	return true
+}
+
+// statusLabels holds every status as a string, so labelling allocates nothing.
+var statusLabels = func() (l [600]string) {
+	for i := range l {
+		l[i] = strconv.Itoa(i)
+	}
+	return l
+}()
+
+func statusLabel(status int) string {
+	if status < 0 || status >= len(statusLabels) {
+		return "other"
+	}
+	return statusLabels[status]
+}

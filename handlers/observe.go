@@ -1,0 +1,121 @@
+package handlers
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// statusClientClosed is the status Caddy records for a client that left
+// (nginx's 499, used by reverse_proxy too).
+const statusClientClosed = 499
+
+// finish records the call once: one log line, its metrics and the
+// placeholders for access logs (SPEC "Observability"). It never logs
+// headers, keys or message text.
+func (c *call) finish() {
+	if c.end.finished {
+		return
+	}
+	c.end.finished = true
+	elapsed := time.Since(c.start)
+	usage := c.tap.progress.Usage
+	status := c.end.status
+	failed := c.end.errorType != "" || !successful(status)
+	if failed && c.end.errorType == "" {
+		c.end.errorType = "upstream_error"
+	}
+
+	msg := "api_call_success"
+	if failed {
+		msg = "api_call_error"
+	}
+	if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, msg); ce != nil {
+		fields := []zap.Field{
+			zap.String("provider", c.dialect.String()),
+			zap.String("endpoint", c.endpoint.String()),
+			zap.String("model", c.req.Model),
+			zap.String("served_model", c.model),
+			zap.Bool("stream", c.req.Stream),
+			zap.Int("status", status),
+			zap.Int("attempts", c.attempts),
+			zap.Float64("latency_ms", float64(elapsed.Microseconds())/1000),
+			zap.Int64("input_tokens", usage.InputTokens),
+			zap.Int64("output_tokens", usage.OutputTokens),
+			zap.String("stop_reason", usage.StopReason),
+		}
+		// The official SDKs count their own retries in this header
+		// (reference §1.1): it tells a client's retries from the gateway's.
+		if n := c.r.Header.Get("X-Stainless-Retry-Count"); n != "" && n != "0" {
+			fields = append(fields, zap.String("client_retry", n))
+		}
+		if failed {
+			fields = append(fields, zap.String("error_type", c.end.errorType))
+		}
+		ce.Write(fields...)
+	}
+
+	dialect := c.dialect.String()
+	requestsTotal.WithLabelValues(dialect, modelLabel(c.req.Model), statusLabel(status)).Inc()
+	if usage.InputTokens > 0 {
+		tokensTotal.WithLabelValues(modelLabel(c.model), "input").Add(float64(usage.InputTokens))
+	}
+	if usage.OutputTokens > 0 {
+		tokensTotal.WithLabelValues(modelLabel(c.model), "output").Add(float64(usage.OutputTokens))
+	}
+	overhead := elapsed - c.upstreamTime - c.waitTime
+	overheadSeconds.WithLabelValues(dialect).Observe(overhead.Seconds())
+
+	if repl, ok := c.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.ai_resilience.served_model", c.model)
+		repl.Set("http.ai_resilience.attempts", c.attempts)
+		repl.Set("http.ai_resilience.input_tokens", usage.InputTokens)
+		repl.Set("http.ai_resilience.output_tokens", usage.OutputTokens)
+	}
+}
+
+// logRetry writes the warn line for a retry about to wait.
+func (c *call) logRetry(wait time.Duration) {
+	ce := c.g.cfg.Logger.Check(zapcore.WarnLevel, "retrying")
+	if ce == nil {
+		return
+	}
+	fields := []zap.Field{
+		zap.Int("attempt", c.attempts+1),
+		zap.String("model", c.model),
+		zap.String("reason", string(c.last.reason)),
+		zap.Int64("delay_ms", wait.Milliseconds()),
+	}
+	if c.last.held {
+		fields = append(fields, zap.Int("status", c.aw.status))
+	} else if c.last.err != nil {
+		fields = append(fields, zap.String("error", c.last.err.Error()))
+	}
+	ce.Write(fields...)
+}
+
+// statusOf returns the status a handler error stands for.
+func statusOf(err error) int {
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) && he.StatusCode != 0 {
+		return he.StatusCode
+	}
+	return http.StatusInternalServerError
+}
+
+// formatBytes writes a size the way a person configured it.
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "KiB"
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
+}

@@ -1,0 +1,260 @@
+// Package airesilience is a Caddy HTTP handler, `ai_resilience`, that makes
+// every call through a `reverse_proxy` to an LLM provider (Anthropic
+// Messages, OpenAI Chat Completions and Responses, and compatible APIs)
+// resilient and bounded: retries with backoff that honour the provider's
+// wait hints, fallback models, deadlines, and streams that never pass off a
+// cut answer as a whole one.
+package airesilience
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/ai-resilience/caddy-ai-resilience/handlers"
+	"github.com/ai-resilience/caddy-ai-resilience/policy"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults, as written in the product contract (SPEC.md).
+const (
+	defaultMaxBody  = 16_000_000 // "16MB", read the way Caddy reads sizes
+	defaultRetries  = 2
+	defaultBase     = 500 * time.Millisecond
+	defaultMax      = 8 * time.Second
+	defaultMaxWait  = 60 * time.Second
+	defaultDeadline = 5 * time.Minute
+)
+
+// Handler makes LLM API calls through the next handler (a reverse_proxy to
+// the provider) resilient: it retries what is worth retrying, waits as long
+// as the provider asks within bounds, falls back to other models, and
+// answers every error of its own in the provider's error shape. It belongs
+// in the same `route` or `handle` block as the reverse_proxy it guards.
+//
+// Requests are recognised by path: `/v1/messages` is Anthropic;
+// `/v1/chat/completions`, `/v1/responses`, `/v1/completions` and
+// `/v1/embeddings` are OpenAI. Anything else passes through untouched.
+//
+// Placeholder | Description
+// ------------|-------------
+// `{http.ai_resilience.served_model}` | The model that answered (the requested one, or a fallback).
+// `{http.ai_resilience.attempts}` | How many upstream attempts the request took.
+// `{http.ai_resilience.input_tokens}` | Input tokens the upstream reported.
+// `{http.ai_resilience.output_tokens}` | Output tokens the upstream reported.
+type Handler struct {
+	// The API dialect: `auto` (by request path), `anthropic` or `openai`.
+	// A fixed dialect treats every request in the route as that API.
+	// Default: auto.
+	Provider string `json:"provider,omitempty"`
+
+	// The largest request body, in bytes, the gateway buffers (it must hold
+	// the body to send it again). A larger request is answered with 413 in
+	// the dialect's error shape. Default: 16MB.
+	MaxBody int64 `json:"max_body,omitempty"`
+
+	// Retries per model after its first attempt. 0 disables retries (a
+	// fallback model is still tried). Default: 2.
+	Retries *int `json:"retries,omitempty"`
+
+	// Exponential backoff with full jitter between retries of a model: the
+	// wait before retry n is random in [0, min(max, base·2^n)). When the
+	// upstream sends a wait hint, the wait is the larger of the two.
+	// Default: base 500ms, max 8s.
+	Backoff *Backoff `json:"backoff,omitempty"`
+
+	// Upstream HTTP statuses that are retried. Connection failures and
+	// attempt timeouts are always retried. An upstream `x-should-retry`
+	// header overrides this list either way, and an OpenAI 429 for an
+	// exhausted quota is never retried. Default: 408 409 429 500 502 503
+	// 504 529.
+	RetryOn []int `json:"retry_on,omitempty"`
+
+	// The longest single wait the gateway sits out. When the upstream asks
+	// for a longer one (retry-after and the like), the model counts as
+	// unavailable: the request goes to its fallback, or fails. Default: 60s.
+	MaxWait caddy.Duration `json:"max_wait,omitempty"`
+
+	// The total time for all attempts, waits and fallbacks of one request,
+	// counted from its arrival. A wait that would cross it is not started.
+	// A response already streaming to the client is never cut by it.
+	// Default: 5m.
+	Deadline caddy.Duration `json:"deadline,omitempty"`
+
+	// The time one attempt has to produce response headers. An attempt that
+	// runs out is cancelled and retried. It never cuts a response that has
+	// started. Default: off.
+	AttemptTimeout caddy.Duration `json:"attempt_timeout,omitempty"`
+
+	// Fallback chains: in each, when a model is unavailable (its retries
+	// are spent on retryable failures, or its wait hint is above max_wait),
+	// the same request is sent with the body's model set to the next one,
+	// which has its own retries. Only the model value changes; every other
+	// byte of the body is kept. A model may appear in one chain only.
+	Fallback [][]string `json:"fallback,omitempty"`
+
+	// `allow` or `deny`. With deny, a failure the gateway has already
+	// retried (or decided not to wait for) carries `x-should-retry: false`,
+	// so the official SDKs do not multiply the gateway's retries with their
+	// own. Default: deny.
+	ClientRetries string `json:"client_retries,omitempty"`
+
+	gateway *handlers.Gateway
+	logger  *zap.Logger
+}
+
+// Backoff configures the exponential backoff between retries.
+type Backoff struct {
+	// The ceiling of the first retry's random wait; it doubles per retry.
+	Base caddy.Duration `json:"base,omitempty"`
+	// The largest ceiling the doubling reaches.
+	Max caddy.Duration `json:"max,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.ai_resilience",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults, prepares the request path and registers metrics.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.setDefaults()
+	cfg, err := h.gatewayConfig()
+	if err != nil {
+		return err
+	}
+	cfg.Logger = h.logger
+	h.gateway = handlers.New(cfg)
+	h.registerMetrics(ctx.GetMetricsRegistry())
+	return nil
+}
+
+func (h *Handler) setDefaults() {
+	if h.Provider == "" {
+		h.Provider = "auto"
+	}
+	if h.MaxBody == 0 {
+		h.MaxBody = defaultMaxBody
+	}
+	if h.Retries == nil {
+		n := defaultRetries
+		h.Retries = &n
+	}
+	if h.Backoff == nil {
+		h.Backoff = &Backoff{}
+	}
+	if h.Backoff.Base == 0 {
+		h.Backoff.Base = caddy.Duration(defaultBase)
+	}
+	if h.Backoff.Max == 0 {
+		h.Backoff.Max = caddy.Duration(max(defaultMax, time.Duration(h.Backoff.Base)))
+	}
+	if h.MaxWait == 0 {
+		h.MaxWait = caddy.Duration(defaultMaxWait)
+	}
+	if h.Deadline == 0 {
+		h.Deadline = caddy.Duration(defaultDeadline)
+	}
+	if h.ClientRetries == "" {
+		h.ClientRetries = "deny"
+	}
+}
+
+// gatewayConfig turns the JSON configuration into the request path's
+// prepared form.
+func (h *Handler) gatewayConfig() (handlers.Config, error) {
+	provider, err := policy.ParseProvider(h.Provider)
+	if err != nil {
+		return handlers.Config{}, fmt.Errorf("parsing provider: %w", err)
+	}
+	retryOn := policy.DefaultRetryOn()
+	if len(h.RetryOn) > 0 {
+		if retryOn, err = policy.NewRetryOn(h.RetryOn); err != nil {
+			return handlers.Config{}, fmt.Errorf("parsing retry_on: %w", err)
+		}
+	}
+	fallbacks, err := policy.NewFallbacks(h.Fallback)
+	if err != nil {
+		return handlers.Config{}, fmt.Errorf("building fallback chains: %w", err)
+	}
+	return handlers.Config{
+		Provider:       provider,
+		MaxBody:        h.MaxBody,
+		Retries:        *h.Retries,
+		Backoff:        policy.Backoff{Base: time.Duration(h.Backoff.Base), Max: time.Duration(h.Backoff.Max)},
+		RetryOn:        retryOn,
+		MaxWait:        time.Duration(h.MaxWait),
+		Deadline:       time.Duration(h.Deadline),
+		AttemptTimeout: time.Duration(h.AttemptTimeout),
+		Fallbacks:      fallbacks,
+		ClientRetries:  h.ClientRetries == "allow",
+	}, nil
+}
+
+// registerMetrics adds the gateway's collectors to this config load's
+// registry. Caddy makes a new registry per load and several handlers share
+// the collectors, so "already registered" is expected; any other failure
+// disables metrics but not the handler (as caddy-ratelimit does).
+func (h *Handler) registerMetrics(reg *prometheus.Registry) {
+	if reg == nil {
+		return
+	}
+	for _, c := range handlers.Collectors() {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				h.logger.Warn("registering metrics", zap.Error(err))
+			}
+		}
+	}
+}
+
+// Validate rejects settings that cannot work together.
+func (h *Handler) Validate() error {
+	switch {
+	case h.MaxBody < 0:
+		return fmt.Errorf("max_body must be positive, got %d", h.MaxBody)
+	case *h.Retries < 0:
+		return fmt.Errorf("retries must be 0 or more, got %d", *h.Retries)
+	case h.Backoff.Base < 0 || h.Backoff.Max < 0:
+		return fmt.Errorf("backoff durations must be positive")
+	case h.Backoff.Max < h.Backoff.Base:
+		return fmt.Errorf("backoff max (%s) is below its base (%s): the max caps the doubling base", time.Duration(h.Backoff.Max), time.Duration(h.Backoff.Base))
+	case h.MaxWait < 0:
+		return fmt.Errorf("max_wait must be positive")
+	case h.Deadline <= 0:
+		return fmt.Errorf("deadline must be positive")
+	case h.AttemptTimeout < 0:
+		return fmt.Errorf("attempt_timeout must be positive")
+	case h.AttemptTimeout > h.Deadline:
+		return fmt.Errorf("attempt_timeout (%s) is longer than the deadline (%s), so it could never apply", time.Duration(h.AttemptTimeout), time.Duration(h.Deadline))
+	case h.ClientRetries != "allow" && h.ClientRetries != "deny":
+		return fmt.Errorf("client_retries must be allow or deny, got %q", h.ClientRetries)
+	}
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	return h.gateway.ServeHTTP(w, r, next)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

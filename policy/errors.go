@@ -1,0 +1,111 @@
+package policy
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/tidwall/gjson"
+)
+
+// ErrorKind names an error the gateway answers itself, without (or after)
+// the upstream. Each kind has one status and one error type per dialect,
+// chosen so that the official SDKs raise the same exception class they would
+// for the provider's own error (reference: provider-semantics.md §7.1).
+type ErrorKind uint8
+
+const (
+	// BodyTooLarge is a request body over max_body.
+	BodyTooLarge ErrorKind = iota
+	// InvalidRequest is a request the provider would reject anyway.
+	InvalidRequest
+	// UpstreamUnreachable is a connection failure on the last attempt.
+	UpstreamUnreachable
+	// UpstreamTimeout is a timeout on the last attempt.
+	UpstreamTimeout
+)
+
+// errorShapes holds, per kind, the status and the dialects' type and code.
+// Anthropic types are from the documented set (platform.claude.com/docs/api/errors);
+// OpenAI types and codes are those its API sends for the same situations.
+var errorShapes = [...]struct {
+	status        int
+	anthropicType string
+	openAIType    string
+	openAICode    string
+}{
+	BodyTooLarge:        {http.StatusRequestEntityTooLarge, "request_too_large", "invalid_request_error", "request_too_large"},
+	InvalidRequest:      {http.StatusBadRequest, "invalid_request_error", "invalid_request_error", "invalid_request"},
+	UpstreamUnreachable: {http.StatusBadGateway, "api_error", "server_error", "bad_gateway"},
+	UpstreamTimeout:     {http.StatusGatewayTimeout, "timeout_error", "server_error", "timeout"},
+}
+
+// Status returns the HTTP status the gateway answers with for this kind.
+func (k ErrorKind) Status() int { return errorShapes[k].status }
+
+// ErrorBody returns the JSON body of a gateway error in the dialect's shape:
+// anthropic `{"type":"error","error":{"type","message"}}`, openai
+// `{"error":{"message","type","param","code"}}` (SPEC "Dialects"). An empty
+// param is written as null.
+func ErrorBody(d Dialect, k ErrorKind, message, param string) []byte {
+	shape := errorShapes[k]
+	var v any
+	if d == Anthropic {
+		v = anthropicError{Type: "error", Error: anthropicErrorDetail{Type: shape.anthropicType, Message: message}}
+	} else {
+		detail := openAIErrorDetail{Message: message, Type: shape.openAIType, Code: shape.openAICode}
+		if param != "" {
+			detail.Param = &param
+		}
+		v = openAIError{Error: detail}
+	}
+	b, _ := json.Marshal(v) // plain strings and structs cannot fail to marshal
+	return b
+}
+
+type anthropicError struct {
+	Type  string               `json:"type"`
+	Error anthropicErrorDetail `json:"error"`
+}
+
+type anthropicErrorDetail struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+type openAIError struct {
+	Error openAIErrorDetail `json:"error"`
+}
+
+type openAIErrorDetail struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    string  `json:"code"`
+}
+
+// String names the kind for logs (the error_type field).
+func (k ErrorKind) String() string {
+	switch k {
+	case BodyTooLarge:
+		return "request_too_large"
+	case InvalidRequest:
+		return "invalid_request_error"
+	case UpstreamUnreachable:
+		return "connection_error"
+	default:
+		return "timeout_error"
+	}
+}
+
+// UpstreamErrorType returns the error type an upstream error body names:
+// `error.type` in both dialects, or the first element's for the array shape
+// some compatible servers send (reference §6, Gemini's OpenAI endpoint).
+func UpstreamErrorType(body []byte) string {
+	if t := gjson.GetBytes(body, "error.type"); t.Type == gjson.String {
+		return t.Str
+	}
+	if t := gjson.GetBytes(body, "0.error.status"); t.Type == gjson.String {
+		return t.Str
+	}
+	return ""
+}

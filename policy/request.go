@@ -1,0 +1,64 @@
+package policy
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+)
+
+// Request is what the gateway reads from a request body before the first
+// attempt. It is read with one pass over the top level of the JSON, so a
+// large body costs one scan, not one per field.
+type Request struct {
+	// Model is the body's top-level "model" string, or empty.
+	Model string
+	// Stream is true when the body asks for server-sent events.
+	Stream bool
+}
+
+// ReadRequest reads the fields the gateway needs from a JSON request body.
+// A body that is not a JSON object yields the zero Request: such a request
+// is still proxied (the provider will answer it), only without fallback.
+func ReadRequest(body []byte) Request {
+	var req Request
+	// The body stays alive for the whole call; the view avoids copying a
+	// large body into a string just to scan it.
+	doc := gjson.Parse(bytesView(body))
+	if !doc.IsObject() {
+		return req
+	}
+	found := 0
+	doc.ForEach(func(key, value gjson.Result) bool {
+		switch key.Str {
+		case "model":
+			if value.Type == gjson.String {
+				req.Model = string([]byte(value.Str)) // copy: the body buffer is pooled
+			}
+			found++
+		case "stream":
+			req.Stream = value.Type == gjson.True
+			found++
+		}
+		return found < 2
+	})
+	return req
+}
+
+// RewriteModel returns body with its top-level "model" value replaced by
+// model. Every other byte is kept as it was: fallback must not change what
+// the client asked for beyond the model (SPEC "fallback").
+func RewriteModel(body []byte, model string) ([]byte, error) {
+	out, err := sjson.SetBytes(body, "model", model)
+	if err != nil {
+		return nil, fmt.Errorf("rewriting model to %q: %w", model, err)
+	}
+	return out, nil
+}
+
+// bytesView returns a string sharing b's memory. The caller must not change
+// b while the string, or anything sliced from it, is in use.
+func bytesView(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}

@@ -1,0 +1,145 @@
+package policy
+
+import (
+	"bytes"
+
+	"github.com/tidwall/gjson"
+)
+
+// Usage is what a response says about tokens and how the answer ended.
+type Usage struct {
+	// InputTokens is the whole prompt as billed: for Anthropic that is
+	// input_tokens + cache_creation_input_tokens + cache_read_input_tokens
+	// (reference: provider-semantics.md §1.3).
+	InputTokens int64
+	// OutputTokens is the completion as billed.
+	OutputTokens int64
+	// StopReason is the provider's stop_reason, finish_reason or status.
+	StopReason string
+}
+
+// UsageFromBody reads usage from a complete, non-streamed JSON response.
+func UsageFromBody(d Dialect, e Endpoint, body []byte) Usage {
+	var u Usage
+	switch {
+	case d == Anthropic:
+		r := gjson.GetManyBytes(body, "usage", "stop_reason")
+		u.addAnthropic(r[0])
+		u.StopReason = r[1].Str
+	case e == Responses:
+		r := gjson.GetManyBytes(body, "usage.input_tokens", "usage.output_tokens", "status", "incomplete_details.reason")
+		u.InputTokens, u.OutputTokens = r[0].Int(), r[1].Int()
+		u.StopReason = responsesStop(r[2].Str, r[3].Str)
+	default: // chat completions, completions, embeddings
+		r := gjson.GetManyBytes(body, "usage.prompt_tokens", "usage.completion_tokens", "choices.0.finish_reason")
+		u.InputTokens, u.OutputTokens = r[0].Int(), r[1].Int()
+		u.StopReason = r[2].Str
+	}
+	return u
+}
+
+// addAnthropic sets the counts an Anthropic usage object carries. Every
+// count is a whole-message total, so present fields overwrite rather than
+// add (reference §1.6: message_delta usage is cumulative).
+func (u *Usage) addAnthropic(usage gjson.Result) {
+	if !usage.IsObject() {
+		return
+	}
+	r := gjson.GetMany(usage.Raw, "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+	if r[0].Exists() {
+		u.InputTokens = r[0].Int() + r[1].Int() + r[2].Int()
+	}
+	if r[3].Exists() {
+		u.OutputTokens = r[3].Int()
+	}
+}
+
+// responsesStop names how a Responses API answer ended: its status, or the
+// reason it is incomplete (for example max_output_tokens).
+func responsesStop(status, incompleteReason string) string {
+	if status == "incomplete" && incompleteReason != "" {
+		return incompleteReason
+	}
+	return status
+}
+
+// StreamProgress follows the events of one streamed response: the usage it
+// reports and whether it reached its proper end.
+type StreamProgress struct {
+	Usage
+	// Done is true once the stream's terminal event passed: anthropic
+	// message_stop, openai chat `data: [DONE]`, a Responses API
+	// response.completed/incomplete/failed, or an in-band error event from the
+	// upstream (which the client already sees as an error).
+	Done bool
+}
+
+// doneMarker is the last data line of OpenAI Chat and Completions streams.
+var doneMarker = []byte("[DONE]")
+
+// Observe takes one server-sent event: its `event:` name (possibly empty)
+// and its `data:` payload.
+func (s *StreamProgress) Observe(d Dialect, e Endpoint, event, data []byte) {
+	switch {
+	case d == Anthropic:
+		s.observeAnthropic(event, data)
+	case e == Responses:
+		s.observeResponses(event, data)
+	default:
+		s.observeChat(data)
+	}
+}
+
+// observeAnthropic follows the Messages stream (reference §1.6): input
+// tokens arrive in message_start, the cumulative output count and the stop
+// reason in message_delta, and message_stop ends it.
+func (s *StreamProgress) observeAnthropic(event, data []byte) {
+	switch string(event) {
+	case "message_start":
+		s.addAnthropic(gjson.GetBytes(data, "message.usage"))
+	case "message_delta":
+		r := gjson.GetManyBytes(data, "usage", "delta.stop_reason")
+		s.addAnthropic(r[0])
+		if r[1].Str != "" {
+			s.StopReason = r[1].Str
+		}
+	case "message_stop", "error":
+		s.Done = true
+	}
+}
+
+// observeResponses follows a Responses API stream, which has no [DONE]: it
+// ends with response.completed, response.incomplete or response.failed,
+// each carrying the final response with its usage.
+func (s *StreamProgress) observeResponses(event, data []byte) {
+	switch string(event) {
+	case "response.completed", "response.incomplete", "response.failed":
+		r := gjson.GetManyBytes(data, "response.usage.input_tokens", "response.usage.output_tokens", "response.status", "response.incomplete_details.reason")
+		s.InputTokens, s.OutputTokens = r[0].Int(), r[1].Int()
+		s.StopReason = responsesStop(r[2].Str, r[3].Str)
+		s.Done = true
+	case "error":
+		s.Done = true
+	}
+}
+
+// observeChat follows Chat Completions and legacy Completions streams: usage
+// comes in a final chunk (when stream_options.include_usage is set), the
+// finish reason in the last choice chunk, and `data: [DONE]` ends it.
+func (s *StreamProgress) observeChat(data []byte) {
+	if bytes.Equal(bytes.TrimSpace(data), doneMarker) {
+		s.Done = true
+		return
+	}
+	r := gjson.GetManyBytes(data, "usage", "choices.0.finish_reason", "error")
+	if r[0].IsObject() {
+		u := gjson.GetMany(r[0].Raw, "prompt_tokens", "completion_tokens")
+		s.InputTokens, s.OutputTokens = u[0].Int(), u[1].Int()
+	}
+	if r[1].Str != "" {
+		s.StopReason = r[1].Str
+	}
+	if r[2].IsObject() {
+		s.Done = true
+	}
+}

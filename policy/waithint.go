@@ -1,0 +1,192 @@
+package policy
+
+import (
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// WaitHint returns how long the upstream asks the client to wait before the
+// next attempt, and whether it said anything usable. The retry loop waits
+// max(hint, backoff) and gives up on a model whose hint exceeds max_wait
+// (SPEC "Retries and fallback").
+//
+// Sources are read in the SPEC's order; the first two are also what every
+// official SDK reads, in this order (provider-semantics.md §3.1):
+//  1. `retry-after-ms`, milliseconds, fractions allowed (OpenAI, Azure).
+//  2. `retry-after`, decimal seconds or an HTTP-date (RFC 9110 §10.2.3);
+//     Anthropic sends integer seconds on 429s (§1.5).
+//  3. The dialect's rate-limit reset headers (RateLimitReset), because OpenAI
+//     429s often carry no retry-after at all (§2.7, "Main pitfalls").
+//
+// A negative or unparsable value is ignored and the next source is tried, so
+// one malformed header cannot turn into an instant retry or a hang. A number
+// too large for a time.Duration (about 292 years) is treated as unparsable
+// too. An HTTP-date in the past means "now": 0, true; one beyond that range
+// saturates, as Time.Sub does. The result is never negative.
+func WaitHint(d Dialect, h http.Header, now time.Time) (time.Duration, bool) {
+	if v := h.Get("Retry-After-Ms"); v != "" {
+		if w, ok := parseDecimal(v, time.Millisecond); ok {
+			return w, true
+		}
+	}
+	if v := h.Get("Retry-After"); v != "" {
+		if w, ok := parseRetryAfter(v, now); ok {
+			return w, true
+		}
+	}
+	return RateLimitReset(d, h, now)
+}
+
+// parseRetryAfter parses a `retry-after` value: delay-seconds, which the SDKs
+// accept with a fraction, or an HTTP-date measured from now.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	if w, ok := parseDecimal(v, time.Second); ok {
+		return w, true
+	}
+	t, err := http.ParseTime(strings.TrimSpace(v))
+	if err != nil {
+		return 0, false
+	}
+	// Time.Sub saturates instead of overflowing, so only the sign needs care.
+	return max(t.Sub(now), 0), true
+}
+
+// parseDecimal parses a non-negative decimal number (digits with at most one
+// '.') of the given unit. It is stricter than strconv.ParseFloat on purpose:
+// signs, exponents, hex floats, "Inf" and "NaN" are not things a server means
+// as a wait, so they are rejected rather than interpreted.
+func parseDecimal(v string, unit time.Duration) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < '0' || c > '9') && c != '.' {
+			return 0, false
+		}
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return 0, false
+	}
+	ns := math.Round(f * float64(unit))
+	// 2^63 is exactly representable as a float64, and every float64 below it
+	// fits in an int64.
+	if ns >= 1<<63 {
+		return 0, false
+	}
+	return time.Duration(ns), true
+}
+
+// rateLimitWindow names one rate-limit window's remaining and reset headers,
+// in canonical form so that http.Header.Get does not allocate.
+type rateLimitWindow struct {
+	remaining, reset string
+}
+
+// anthropicWindows are the windows Anthropic reports on every response
+// (provider-semantics.md §1.5).
+var anthropicWindows = [...]rateLimitWindow{
+	{"Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Requests-Reset"},
+	{"Anthropic-Ratelimit-Tokens-Remaining", "Anthropic-Ratelimit-Tokens-Reset"},
+	{"Anthropic-Ratelimit-Input-Tokens-Remaining", "Anthropic-Ratelimit-Input-Tokens-Reset"},
+	{"Anthropic-Ratelimit-Output-Tokens-Remaining", "Anthropic-Ratelimit-Output-Tokens-Reset"},
+}
+
+// openAIWindows are the windows OpenAI and Azure OpenAI report
+// (provider-semantics.md §2.7, §6).
+var openAIWindows = [...]rateLimitWindow{
+	{"X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests"},
+	{"X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"},
+}
+
+// RateLimitReset returns the wait until the upstream's exhausted rate-limit
+// window resets, read from the dialect's headers. It serves the retry loop
+// (the last source of WaitHint) and upstream pacing, which holds requests
+// while a window says nothing remains (SPEC `pace_upstream`).
+//
+// Only a window whose remaining count is exactly 0 counts: a window with
+// capacity left is no reason to wait, and a reset on it says when it refills,
+// not when a request may go. When several windows are exhausted the longest
+// wait wins, since a request must fit all of them.
+//
+//   - Anthropic: `anthropic-ratelimit-{requests,tokens,input-tokens,
+//     output-tokens}-{remaining,reset}`, resets as RFC 3339 timestamps
+//     (§1.5); a reset already past gives 0.
+//   - OpenAI: `x-ratelimit-{remaining,reset}-{requests,tokens}`, resets as Go
+//     style durations such as `6m0s` or `20ms` (§2.7), or integer seconds on
+//     Azure (§6), which also sends `-1` meaning unknown. OpenAI's reset is
+//     the time until the bucket is full again, so it errs long.
+//
+// ok is false when no window is exhausted or no exhausted window's reset
+// parses; Passthrough has no rate-limit headers.
+func RateLimitReset(d Dialect, h http.Header, now time.Time) (time.Duration, bool) {
+	var windows []rateLimitWindow
+	switch d {
+	case Anthropic:
+		windows = anthropicWindows[:]
+	case OpenAI:
+		windows = openAIWindows[:]
+	default:
+		return 0, false
+	}
+	var longest time.Duration
+	found := false
+	for _, w := range windows {
+		if !exhausted(h.Get(w.remaining)) {
+			continue
+		}
+		v := h.Get(w.reset)
+		var wait time.Duration
+		var ok bool
+		if d == Anthropic {
+			wait, ok = untilRFC3339(v, now)
+		} else {
+			wait, ok = parseOpenAIDuration(v)
+		}
+		if ok && (!found || wait > longest) {
+			longest, found = wait, true
+		}
+	}
+	return longest, found
+}
+
+// exhausted reports whether a `remaining` header value is zero ("0", or
+// zeros only). A missing or malformed value is not evidence of exhaustion.
+// It is a string check rather than strconv.ParseInt because it runs on every
+// response for pacing, and a failed ParseInt allocates its error.
+func exhausted(remaining string) bool {
+	v := strings.TrimSpace(remaining)
+	return v != "" && strings.Trim(v, "0") == ""
+}
+
+// untilRFC3339 returns the wait until an RFC 3339 timestamp, 0 if it is past.
+func untilRFC3339(v string, now time.Time) (time.Duration, bool) {
+	t, err := time.Parse(time.RFC3339, strings.TrimSpace(v))
+	if err != nil {
+		return 0, false
+	}
+	return max(t.Sub(now), 0), true
+}
+
+// parseOpenAIDuration parses an `x-ratelimit-reset-*` value: a Go-style
+// duration as OpenAI sends it (`1s`, `6m0s`, `20ms`, `2m59.56s`, `1h2m3.5s`;
+// provider-semantics.md §2.7) or Azure's bare seconds (`37`; §6). Negative
+// values, such as Azure's `-1` for "unknown", and anything out of the
+// time.Duration range are rejected, so the caller falls back to backoff.
+func parseOpenAIDuration(v string) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if w, ok := parseDecimal(v, time.Second); ok {
+		return w, true
+	}
+	// time.ParseDuration also takes a leading sign; OpenAI never sends one,
+	// and a negative reset is meaningless, so require a number up front.
+	if v == "" || !(v[0] >= '0' && v[0] <= '9' || v[0] == '.') {
+		return 0, false
+	}
+	w, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, false
+	}
+	return w, true
+}
