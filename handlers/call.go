@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -35,9 +36,10 @@ type call struct {
 	upHeader http.Header // request headers for the upstream, prepared once
 	snapshot http.Header // the client's response headers before any attempt
 
-	aw     attemptWriter
-	tap    responseTap
-	reader bodyReader
+	aw           attemptWriter
+	tap          responseTap
+	reader       bodyReader
+	timerRunning sync.WaitGroup // the attempt timer's callback, while it runs
 
 	attempts     int
 	upstreamTime time.Duration // time inside the next handler
@@ -190,14 +192,21 @@ func (c *call) attempt(next caddyhttp.Handler) (done bool, err error) {
 		limit = t
 	}
 	ctx, cancel := context.WithCancel(c.r.Context())
+	c.timerRunning.Add(1)
 	timer := time.AfterFunc(limit, func() {
+		defer c.timerRunning.Done()
 		if c.aw.abandon() {
 			cancel()
 		}
 	})
 	began := time.Now()
 	aborted, err := c.serve(next, c.upstreamRequest(ctx))
-	timer.Stop()
+	// A timer that already fired must finish before the writer is judged
+	// or reset, or it could abandon the next attempt.
+	if timer.Stop() {
+		c.timerRunning.Done()
+	}
+	c.timerRunning.Wait()
 	cancel()
 	c.upstreamTime += time.Since(began)
 	return c.judge(aborted, err)
@@ -387,6 +396,10 @@ func (c *call) writeError(kind policy.ErrorKind, msg string) {
 func (c *call) completeResponse() {
 	c.tap.finish()
 	c.end = ending{status: c.aw.status, errorType: c.tap.errorType}
+	if c.r.Context().Err() != nil {
+		c.end.errorType = "client_closed"
+		return
+	}
 	if c.tap.incompleteStream() {
 		_, _ = c.w.Write(policy.StreamCutEvent(c.dialect, c.endpoint))
 		_ = http.NewResponseController(c.w).Flush()

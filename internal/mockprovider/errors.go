@@ -39,7 +39,7 @@ func errorFor(status int, quota bool) apiError {
 		return apiError{"permission_error", "invalid_request_error", "",
 			"Your API key does not have permission to use the specified resource."}
 	case status == http.StatusNotFound:
-		return apiError{"not_found_error", "invalid_request_error", "not_found",
+		return apiError{"not_found_error", "invalid_request_error", "",
 			"The requested resource was not found."}
 	case status == http.StatusRequestTimeout || status == http.StatusGatewayTimeout:
 		return apiError{"timeout_error", "server_error", "",

@@ -138,7 +138,7 @@ func (p *Provider) Reset() {
 
 // ServeHTTP answers one API request.
 func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := &exchange{p: p, w: w, r: r, start: time.Now()}
+	ex := &exchange{p: p, w: w, r: r, start: time.Now(), step: okStep()}
 	ex.requestID = fmt.Sprintf("req_mock_%d", p.seq.Add(1))
 	ex.dialect, ex.endpoint = route(r)
 	body, readErr := io.ReadAll(r.Body)

@@ -119,7 +119,7 @@ func TestAnthropicStream(t *testing.T) {
 	}
 	want := "message_start content_block_start" + strings.Repeat(" content_block_delta", 7) + " content_block_stop message_delta message_stop"
 	if got := strings.Join(types, " "); got != want {
-		t.Errorf("events = %s\nwant     %s", got, want)
+		t.Fatalf("events = %s\nwant     %s", got, want)
 	}
 	if got := msg.Content[0].Text; got != "mock reply from claude-x mock reply from" {
 		t.Errorf("text = %q", got)
@@ -197,8 +197,8 @@ func TestOpenAIChat(t *testing.T) {
 		if includeUsage {
 			wantUsage = 1
 		}
-		if chunks != 4+wantUsage || usageChunks != wantUsage {
-			t.Errorf("include_usage %v: %d chunks, %d usage chunks", includeUsage, chunks, usageChunks)
+		if chunks != 4+wantUsage || usageChunks != wantUsage || len(acc.Choices) != 1 {
+			t.Fatalf("include_usage %v: %d chunks, %d usage chunks", includeUsage, chunks, usageChunks)
 		}
 		if got := acc.Choices[0].Message.Content; got != "mock reply from" || acc.Choices[0].FinishReason != "stop" {
 			t.Errorf("include_usage %v: content %q finish %q", includeUsage, got, acc.Choices[0].FinishReason)
@@ -243,8 +243,8 @@ func TestOpenAIResponses(t *testing.T) {
 	if err := stream.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if types[0] != "response.created" || types[len(types)-1] != "response.completed" {
-		t.Errorf("events = %v", types)
+	if len(types) == 0 || types[0] != "response.created" || types[len(types)-1] != "response.completed" {
+		t.Fatalf("events = %v", types)
 	}
 	if text.String() != "mock reply from gpt-5" || completed == nil || completed.OutputText() != text.String() {
 		t.Fatalf("text %q, completed %v", text.String(), completed)

@@ -1,0 +1,35 @@
+# ai_resilience: the README's two commands are `make run` and `make test`.
+GO ?= go
+FUZZTIME ?= 30s
+
+.PHONY: run test build bench fuzz vet
+
+## run: build Caddy with the module and demo it in front of the mock provider
+run:
+	./scripts/demo.sh
+
+## test: the whole test suite, with the race detector
+test: vet
+	$(GO) test -race -count=1 ./...
+
+vet:
+	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "gofmt: the files above need formatting"; exit 1; }
+	$(GO) vet ./...
+
+## build: ./caddy with ai_resilience, via xcaddy
+build:
+	./xcaddy.sh
+
+## bench: hot-path benchmarks, then Caddy with vs without the module on loopback
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./handlers/ ./policy/
+	$(GO) run ./cmd/loadbench
+
+## fuzz: each fuzz target for FUZZTIME (seed corpora run in `make test`)
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "== $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
