@@ -384,9 +384,10 @@ func (c *call) writeError(kind policy.ErrorKind, msg string) {
 	h := c.w.Header()
 	h.Del("Content-Length")
 	h.Set("Content-Type", "application/json")
-	c.w.WriteHeader(kind.Status())
+	status := kind.Status(c.dialect)
+	c.w.WriteHeader(status)
 	_, _ = c.w.Write(body)
-	c.end = ending{status: kind.Status(), errorType: kind.String()}
+	c.end = ending{status: status, errorType: kind.String()}
 }
 
 // completeResponse ends a response that reached the client: it reads the

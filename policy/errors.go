@@ -18,29 +18,45 @@ const (
 	BodyTooLarge ErrorKind = iota
 	// InvalidRequest is a request the provider would reject anyway.
 	InvalidRequest
+	// ContextOverflow is a request whose input and output cap do not fit
+	// the model's context window.
+	ContextOverflow
+	// ModelUnavailable is a model whose circuit is open, with no fallback.
+	ModelUnavailable
 	// UpstreamUnreachable is a connection failure on the last attempt.
 	UpstreamUnreachable
 	// UpstreamTimeout is a timeout on the last attempt.
 	UpstreamTimeout
 )
 
-// errorShapes holds, per kind, the status and the dialects' type and code.
-// Anthropic types are from the documented set (platform.claude.com/docs/api/errors);
-// OpenAI types and codes are those its API sends for the same situations.
+// errorShapes holds, per kind, each dialect's status, type and (OpenAI)
+// code. Anthropic types are from the documented set
+// (platform.claude.com/docs/api/errors); OpenAI types and codes are those
+// its API sends for the same situations (context_length_exceeded with param
+// "messages"; server_error for overload). An empty code is written as null.
 var errorShapes = [...]struct {
-	status        int
-	anthropicType string
-	openAIType    string
-	openAICode    string
+	anthropicStatus int
+	anthropicType   string
+	openAIStatus    int
+	openAIType      string
+	openAICode      string
 }{
-	BodyTooLarge:        {http.StatusRequestEntityTooLarge, "request_too_large", "invalid_request_error", "request_too_large"},
-	InvalidRequest:      {http.StatusBadRequest, "invalid_request_error", "invalid_request_error", "invalid_request"},
-	UpstreamUnreachable: {http.StatusBadGateway, "api_error", "server_error", "bad_gateway"},
-	UpstreamTimeout:     {http.StatusGatewayTimeout, "timeout_error", "server_error", "timeout"},
+	BodyTooLarge:        {http.StatusRequestEntityTooLarge, "request_too_large", http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large"},
+	InvalidRequest:      {http.StatusBadRequest, "invalid_request_error", http.StatusBadRequest, "invalid_request_error", ""},
+	ContextOverflow:     {http.StatusBadRequest, "invalid_request_error", http.StatusBadRequest, "invalid_request_error", "context_length_exceeded"},
+	ModelUnavailable:    {529, "overloaded_error", http.StatusServiceUnavailable, "server_error", "model_unavailable"},
+	UpstreamUnreachable: {http.StatusBadGateway, "api_error", http.StatusBadGateway, "server_error", "bad_gateway"},
+	UpstreamTimeout:     {http.StatusGatewayTimeout, "timeout_error", http.StatusGatewayTimeout, "server_error", "timeout"},
 }
 
-// Status returns the HTTP status the gateway answers with for this kind.
-func (k ErrorKind) Status() int { return errorShapes[k].status }
+// Status returns the HTTP status the gateway answers with for this kind in
+// the dialect: the one the official SDKs map to the matching exception.
+func (k ErrorKind) Status(d Dialect) int {
+	if d == Anthropic {
+		return errorShapes[k].anthropicStatus
+	}
+	return errorShapes[k].openAIStatus
+}
 
 // ErrorBody returns the JSON body of a gateway error in the dialect's shape:
 // anthropic `{"type":"error","error":{"type","message"}}`, openai
@@ -52,9 +68,12 @@ func ErrorBody(d Dialect, k ErrorKind, message, param string) []byte {
 	if d == Anthropic {
 		v = anthropicError{Type: "error", Error: anthropicErrorDetail{Type: shape.anthropicType, Message: message}}
 	} else {
-		detail := openAIErrorDetail{Message: message, Type: shape.openAIType, Code: shape.openAICode}
+		detail := openAIErrorDetail{Message: message, Type: shape.openAIType}
 		if param != "" {
 			detail.Param = &param
+		}
+		if shape.openAICode != "" {
+			detail.Code = &shape.openAICode
 		}
 		v = openAIError{Error: detail}
 	}
@@ -80,7 +99,7 @@ type openAIErrorDetail struct {
 	Message string  `json:"message"`
 	Type    string  `json:"type"`
 	Param   *string `json:"param"`
-	Code    string  `json:"code"`
+	Code    *string `json:"code"`
 }
 
 // String names the kind for logs (the error_type field).
@@ -90,6 +109,10 @@ func (k ErrorKind) String() string {
 		return "request_too_large"
 	case InvalidRequest:
 		return "invalid_request_error"
+	case ContextOverflow:
+		return "context_length_exceeded"
+	case ModelUnavailable:
+		return "model_unavailable"
 	case UpstreamUnreachable:
 		return "connection_error"
 	default:
