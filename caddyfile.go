@@ -38,6 +38,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		attempt_timeout <duration>
 //		fallback        <model> <next>...
 //		client_retries  allow|deny
+//		max_tokens      <n> [clamp|reject]
+//		default_max_tokens <n>
+//		model <name> {
+//			context_window <n>
+//			max_output     <n>
+//		}
+//		context_guard   reject|truncate|off
+//		validate        on|off
+//		circuit_breaker <failures> <cooldown> | off
+//		retry_budget    <percent> [<min_per_second>] | off
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -78,6 +88,27 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				err = d.Errf("client_retries must be allow or deny, not %q", v)
 			}
 			h.ClientRetries = v
+		case "max_tokens":
+			err = h.parseMaxTokens(d)
+		case "default_max_tokens":
+			err = parseCount(d, &h.DefaultMaxTokens)
+		case "model":
+			err = h.parseModel(d)
+		case "context_guard":
+			var v string
+			if v, err = oneArg(d); err == nil && v != "reject" && v != "truncate" && v != "off" {
+				err = d.Errf("context_guard must be reject, truncate or off, not %q", v)
+			}
+			h.ContextGuard = v
+		case "validate":
+			var on bool
+			if on, err = onOff(d); err == nil {
+				h.ValidateRequests = &on
+			}
+		case "circuit_breaker":
+			err = h.parseCircuitBreaker(d)
+		case "retry_budget":
+			err = h.parseRetryBudget(d)
 		default:
 			err = d.Errf("unrecognized ai_resilience subdirective %q; see the README for the list", d.Val())
 		}
@@ -192,6 +223,135 @@ func (h *Handler) parseFallback(d *caddyfile.Dispenser, chainOf map[string]int) 
 		chainOf[model] = line
 	}
 	h.Fallback = append(h.Fallback, chain)
+	return nil
+}
+
+// parseCount reads a positive whole number of tokens.
+func parseCount(d *caddyfile.Dispenser, dst *int64) error {
+	name := d.Val()
+	v, err := oneArg(d)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return d.Errf("bad %s %q: use a positive whole number of tokens", name, v)
+	}
+	*dst = n
+	return nil
+}
+
+// onOff reads a single on or off.
+func onOff(d *caddyfile.Dispenser) (bool, error) {
+	name := d.Val()
+	v, err := oneArg(d)
+	if err != nil {
+		return false, err
+	}
+	switch v {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, d.Errf("%s must be on or off, not %q", name, v)
+}
+
+func (h *Handler) parseMaxTokens(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) < 1 || len(args) > 2 {
+		return d.Errf("max_tokens takes a ceiling and an optional mode, e.g. `max_tokens 4096 clamp`")
+	}
+	n, err := strconv.ParseInt(args[0], 10, 64)
+	if err != nil || n <= 0 {
+		return d.Errf("bad max_tokens %q: use a positive whole number of tokens", args[0])
+	}
+	mt := &MaxTokens{Limit: n}
+	if len(args) == 2 {
+		if args[1] != "clamp" && args[1] != "reject" {
+			return d.Errf("max_tokens mode must be clamp or reject, not %q", args[1])
+		}
+		mt.Mode = args[1]
+	}
+	h.MaxTokens = mt
+	return nil
+}
+
+func (h *Handler) parseModel(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Errf("model needs a name, e.g. `model claude-opus-4-5* { context_window 200000 }`")
+	}
+	facts := ModelFacts{Name: d.Val()}
+	if d.NextArg() {
+		return d.Errf("model takes one name and a block, got another argument: %q", d.Val())
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "context_window":
+			err = parseCount(d, &facts.ContextWindow)
+		case "max_output":
+			err = parseCount(d, &facts.MaxOutput)
+		default:
+			err = d.Errf("unrecognized model setting %q: use context_window or max_output", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if facts.ContextWindow == 0 && facts.MaxOutput == 0 {
+		return d.Errf("model %s sets nothing: give it context_window and/or max_output in a block", facts.Name)
+	}
+	if facts.ContextWindow != 0 && facts.MaxOutput > facts.ContextWindow {
+		return d.Errf("model %s: max_output %d is larger than its context_window %d", facts.Name, facts.MaxOutput, facts.ContextWindow)
+	}
+	h.Model = append(h.Model, facts)
+	return nil
+}
+
+func (h *Handler) parseCircuitBreaker(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) == 1 && args[0] == "off" {
+		h.CircuitBreaker = &CircuitBreaker{Off: true}
+		return nil
+	}
+	if len(args) != 2 {
+		return d.Errf("circuit_breaker takes a failure count and a cooldown, e.g. `circuit_breaker 5 30s`, or `off`")
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 1 {
+		return d.Errf("bad circuit_breaker failure count %q: use a whole number of 1 or more", args[0])
+	}
+	cooldown, err := caddy.ParseDuration(args[1])
+	if err != nil || cooldown <= 0 {
+		return d.Errf("bad circuit_breaker cooldown %q: use a duration such as 30s", args[1])
+	}
+	h.CircuitBreaker = &CircuitBreaker{Failures: n, Cooldown: caddy.Duration(cooldown)}
+	return nil
+}
+
+func (h *Handler) parseRetryBudget(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) == 1 && args[0] == "off" {
+		h.RetryBudget = &RetryBudget{Off: true}
+		return nil
+	}
+	if len(args) < 1 || len(args) > 2 {
+		return d.Errf("retry_budget takes a percentage and an optional floor per second, e.g. `retry_budget 20%% 10`, or `off`")
+	}
+	pct, err := strconv.ParseFloat(strings.TrimSuffix(args[0], "%"), 64)
+	if err != nil || pct < 0 || pct > 1000 {
+		return d.Errf("bad retry_budget percentage %q: use a number such as 20%%", args[0])
+	}
+	b := &RetryBudget{Percent: pct}
+	if len(args) == 2 {
+		floor, err := strconv.ParseFloat(args[1], 64)
+		if err != nil || floor < 0 {
+			return d.Errf("bad retry_budget floor %q: use retries per second, such as 10", args[1])
+		}
+		b.MinPerSecond = &floor
+	}
+	h.RetryBudget = b
 	return nil
 }
 

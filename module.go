@@ -33,6 +33,11 @@ const (
 	defaultMax      = 8 * time.Second
 	defaultMaxWait  = 60 * time.Second
 	defaultDeadline = 5 * time.Minute
+
+	defaultCircuitFailures = 5
+	defaultCircuitCooldown = 30 * time.Second
+	defaultBudgetPercent   = 20
+	defaultBudgetFloor     = 10
 )
 
 // Handler makes LLM API calls through the next handler (a reverse_proxy to
@@ -108,8 +113,83 @@ type Handler struct {
 	// own. Default: deny.
 	ClientRetries string `json:"client_retries,omitempty"`
 
+	// The ceiling on requested output tokens, applied to every field the
+	// dialect uses for it (`max_tokens`; `max_completion_tokens` and the
+	// deprecated `max_tokens`; `max_output_tokens`). Default: none.
+	MaxTokens *MaxTokens `json:"max_tokens,omitempty"`
+
+	// The output cap set when a request names none: `max_tokens`
+	// (anthropic), `max_completion_tokens` (openai chat) or
+	// `max_output_tokens` (openai responses). Default: none.
+	DefaultMaxTokens int64 `json:"default_max_tokens,omitempty"`
+
+	// Facts about models, overriding or extending the built-in table of
+	// current Anthropic and OpenAI models. A request asking for more output
+	// than a model's max_output is clamped to it.
+	Model []ModelFacts `json:"model,omitempty"`
+
+	// What to do when the estimated input plus the output cap exceed the
+	// model's context window: `reject` answers 400 (openai code
+	// context_length_exceeded) without calling upstream, unless a model
+	// later in the fallback chain has a window large enough, which is then
+	// used; `truncate` drops the oldest turns until it fits; `off`.
+	// Default: reject.
+	ContextGuard string `json:"context_guard,omitempty"`
+
+	// Whether to reject locally, with a 400 that says how to fix it, the
+	// malformed requests the provider would reject anyway. Default: true.
+	ValidateRequests *bool `json:"validate,omitempty"`
+
+	// Skips a model after consecutive retryable failures, for a cooldown,
+	// then lets one request probe it. Default: 5 failures, 30s.
+	CircuitBreaker *CircuitBreaker `json:"circuit_breaker,omitempty"`
+
+	// Bounds retries (not first attempts) to a share of recent request
+	// volume plus a floor per second, so an outage cannot turn into a retry
+	// storm. Default: 20% plus 10 per second.
+	RetryBudget *RetryBudget `json:"retry_budget,omitempty"`
+
 	gateway *handlers.Gateway
 	logger  *zap.Logger
+}
+
+// MaxTokens is the output-token ceiling.
+type MaxTokens struct {
+	// The largest output cap a request may ask for.
+	Limit int64 `json:"limit,omitempty"`
+	// `clamp` lowers a larger request to the limit; `reject` answers 400.
+	// Default: clamp.
+	Mode string `json:"mode,omitempty"`
+}
+
+// ModelFacts describes one model, or a family when Name ends in `*`.
+type ModelFacts struct {
+	// The model id, matched exactly, or as a prefix when it ends in `*`.
+	Name string `json:"name,omitempty"`
+	// The model's context window in tokens (input plus output).
+	ContextWindow int64 `json:"context_window,omitempty"`
+	// The most output tokens the model produces in one response.
+	MaxOutput int64 `json:"max_output,omitempty"`
+}
+
+// CircuitBreaker configures the per-model circuit breaker.
+type CircuitBreaker struct {
+	// Consecutive retryable failures of a model that open its circuit.
+	Failures int `json:"failures,omitempty"`
+	// How long an open circuit skips the model before one probe.
+	Cooldown caddy.Duration `json:"cooldown,omitempty"`
+	// Turns the circuit breaker off.
+	Off bool `json:"off,omitempty"`
+}
+
+// RetryBudget configures the retry budget.
+type RetryBudget struct {
+	// Retries may add at most this percentage of recent requests.
+	Percent float64 `json:"percent,omitempty"`
+	// Retries allowed per second whatever the volume. Default: 10.
+	MinPerSecond *float64 `json:"min_per_second,omitempty"`
+	// Turns the retry budget off.
+	Off bool `json:"off,omitempty"`
 }
 
 // Backoff configures the exponential backoff between retries.
@@ -171,6 +251,31 @@ func (h *Handler) setDefaults() {
 	if h.ClientRetries == "" {
 		h.ClientRetries = "deny"
 	}
+	if h.ContextGuard == "" {
+		h.ContextGuard = "reject"
+	}
+	if h.ValidateRequests == nil {
+		on := true
+		h.ValidateRequests = &on
+	}
+	if h.CircuitBreaker == nil {
+		h.CircuitBreaker = &CircuitBreaker{}
+	}
+	if !h.CircuitBreaker.Off {
+		if h.CircuitBreaker.Failures == 0 {
+			h.CircuitBreaker.Failures = defaultCircuitFailures
+		}
+		if h.CircuitBreaker.Cooldown == 0 {
+			h.CircuitBreaker.Cooldown = caddy.Duration(defaultCircuitCooldown)
+		}
+	}
+	if h.RetryBudget == nil {
+		h.RetryBudget = &RetryBudget{Percent: defaultBudgetPercent}
+	}
+	if h.RetryBudget.MinPerSecond == nil {
+		floor := float64(defaultBudgetFloor)
+		h.RetryBudget.MinPerSecond = &floor
+	}
 }
 
 // gatewayConfig turns the JSON configuration into the request path's
@@ -201,7 +306,26 @@ func (h *Handler) gatewayConfig() (handlers.Config, error) {
 		AttemptTimeout: time.Duration(h.AttemptTimeout),
 		Fallbacks:      fallbacks,
 		ClientRetries:  h.ClientRetries == "allow",
+		Validate:       *h.ValidateRequests,
+		Circuit:        h.circuitBreaker(),
+		Budget:         h.retryBudget(),
 	}, nil
+}
+
+// circuitBreaker returns the configured breaker, or nil when it is off.
+func (h *Handler) circuitBreaker() *policy.CircuitBreaker {
+	if h.CircuitBreaker.Off {
+		return nil
+	}
+	return policy.NewCircuitBreaker(h.CircuitBreaker.Failures, time.Duration(h.CircuitBreaker.Cooldown), time.Now)
+}
+
+// retryBudget returns the configured budget, or nil when it is off.
+func (h *Handler) retryBudget() *policy.RetryBudget {
+	if h.RetryBudget.Off {
+		return nil
+	}
+	return policy.NewRetryBudget(h.RetryBudget.Percent, *h.RetryBudget.MinPerSecond, time.Now)
 }
 
 // registerMetrics adds the gateway's collectors to this config load's
@@ -243,6 +367,12 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("attempt_timeout (%s) is longer than the deadline (%s), so it could never apply", time.Duration(h.AttemptTimeout), time.Duration(h.Deadline))
 	case h.ClientRetries != "allow" && h.ClientRetries != "deny":
 		return fmt.Errorf("client_retries must be allow or deny, got %q", h.ClientRetries)
+	case h.ContextGuard != "reject" && h.ContextGuard != "truncate" && h.ContextGuard != "off":
+		return fmt.Errorf("context_guard must be reject, truncate or off, got %q", h.ContextGuard)
+	case !h.CircuitBreaker.Off && (h.CircuitBreaker.Failures < 1 || h.CircuitBreaker.Cooldown <= 0):
+		return fmt.Errorf("circuit_breaker needs at least 1 failure and a positive cooldown")
+	case !h.RetryBudget.Off && (h.RetryBudget.Percent < 0 || *h.RetryBudget.MinPerSecond < 0):
+		return fmt.Errorf("retry_budget percent and floor must not be negative")
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -45,6 +46,7 @@ type call struct {
 	upstreamTime time.Duration // time inside the next handler
 	waitTime     time.Duration // time sitting out backoff
 	last         failure       // the latest retryable failure
+	skipped      time.Duration // until a skipped model's circuit lets a probe through
 	end          ending
 }
 
@@ -95,15 +97,26 @@ func (c *call) run(next caddyhttp.Handler) error {
 	c.req = policy.ReadRequest(c.body.Bytes())
 	c.model = c.req.Model
 	c.payload = c.body.Bytes()
+	if !c.guard() {
+		c.finish()
+		return nil
+	}
 	c.upHeader = upstreamHeader(c.r.Header)
+	c.g.cfg.Budget.Request()
 	for {
-		done, err := c.tryModel(next)
-		if done {
+		outcome, err := c.tryModel(next)
+		switch outcome {
+		case callEnded:
 			c.finish()
 			return err
+		case budgetSpent:
+			return c.giveUp()
 		}
 		to, ok := c.g.cfg.Fallbacks.Next(c.model)
 		if !ok || !time.Now().Before(c.deadline) {
+			return c.giveUp()
+		}
+		if c.attempts > 0 && !c.takeRetry() {
 			return c.giveUp()
 		}
 		payload, err := policy.RewriteModel(c.body.Bytes(), to)
@@ -119,29 +132,74 @@ func (c *call) run(next caddyhttp.Handler) error {
 	}
 }
 
+// guard checks and prepares the request before any upstream call. It
+// reports false when it has answered the request itself.
+func (c *call) guard() bool {
+	if !c.g.cfg.Validate {
+		return true
+	}
+	if rerr := policy.ValidateRequest(c.dialect, c.endpoint, c.payload); rerr != nil {
+		guardActionsTotal.WithLabelValues(c.dialect.String(), "invalid").Inc()
+		c.writeError(policy.InvalidRequest, rerr.Message, rerr.Param)
+		return false
+	}
+	return true
+}
+
+// modelOutcome is how the attempts on one model ended.
+type modelOutcome uint8
+
+const (
+	// callEnded: an answer reached the client, or the client left.
+	callEnded modelOutcome = iota
+	// modelUnavailable: the model failed or was skipped; try the fallback.
+	modelUnavailable
+	// budgetSpent: a retry was due but the retry budget refused it.
+	budgetSpent
+)
+
 // tryModel runs the attempts of one model: the first and up to `retries`
-// more. It reports done when the call has ended (answered, or the client
-// left); otherwise the model is unavailable and the caller falls back.
-func (c *call) tryModel(next caddyhttp.Handler) (done bool, err error) {
+// more, unless its circuit is open.
+func (c *call) tryModel(next caddyhttp.Handler) (modelOutcome, error) {
+	if ok, retryIn := c.g.cfg.Circuit.Allow(c.model); !ok {
+		guardActionsTotal.WithLabelValues(c.dialect.String(), "circuit_open").Inc()
+		c.skipped = retryIn
+		return modelUnavailable, nil
+	}
 	for retry := 0; ; retry++ {
 		if done, err := c.attempt(next); done {
-			return true, err
+			return callEnded, err
 		}
-		retriesLeft := retry < c.g.cfg.Retries
-		if !retriesLeft {
-			return false, nil
+		if retry >= c.g.cfg.Retries {
+			return modelUnavailable, nil
 		}
 		wait, ok := c.plan(retry)
 		if !ok {
-			return false, nil
+			return modelUnavailable, nil
+		}
+		if !c.takeRetry() {
+			return budgetSpent, nil
 		}
 		retriesTotal.WithLabelValues(c.dialect.String(), modelLabel(c.model), string(c.last.reason)).Inc()
 		c.logRetry(wait)
 		if !c.sleep(wait) {
 			c.end = ending{errorType: "client_closed", status: statusClientClosed}
-			return true, nil
+			return callEnded, nil
 		}
 	}
+}
+
+// takeRetry asks the retry budget for one more attempt (a retry or a
+// fallback) and counts a refusal.
+func (c *call) takeRetry() bool {
+	if c.g.cfg.Budget.TryRetry() {
+		return true
+	}
+	retryBudgetDeniedTotal.WithLabelValues(c.dialect.String()).Inc()
+	if ce := c.g.cfg.Logger.Check(zapcore.WarnLevel, "retry budget spent"); ce != nil {
+		ce.Write(zap.String("model", c.model), zap.Int("attempts", c.attempts))
+	}
+	return false
 }
 
 // plan decides the wait before the next retry of the same model: the
@@ -277,14 +335,13 @@ func (c *call) judge(aborted bool, err error) (done bool, _ error) {
 			c.end = ending{errorType: "client_closed", status: statusClientClosed}
 			return true, nil
 		}
-		return c.judgeHeld(), nil
+		return c.judgeHeld()
 	case stateAbandoned:
 		if clientGone {
 			c.end = ending{errorType: "client_closed", status: statusClientClosed}
 			return true, nil
 		}
-		c.last = failure{reason: policy.ReasonTimeout, kind: policy.UpstreamTimeout, err: context.DeadlineExceeded}
-		return false, nil
+		return c.fail(failure{reason: policy.ReasonTimeout, kind: policy.UpstreamTimeout, err: context.DeadlineExceeded})
 	}
 	// Nothing was written.
 	if clientGone {
@@ -292,18 +349,15 @@ func (c *call) judge(aborted bool, err error) (done bool, _ error) {
 		return true, nil
 	}
 	if aborted {
-		c.last = failure{reason: policy.ReasonConnection, kind: policy.UpstreamUnreachable, err: http.ErrAbortHandler}
-		return false, nil
+		return c.fail(failure{reason: policy.ReasonConnection, kind: policy.UpstreamUnreachable, err: http.ErrAbortHandler})
 	}
 	var he caddyhttp.HandlerError
 	if errors.As(err, &he) {
 		switch he.StatusCode {
 		case http.StatusBadGateway:
-			c.last = failure{reason: policy.ReasonConnection, kind: policy.UpstreamUnreachable, err: err}
-			return false, nil
+			return c.fail(failure{reason: policy.ReasonConnection, kind: policy.UpstreamUnreachable, err: err})
 		case http.StatusGatewayTimeout:
-			c.last = failure{reason: policy.ReasonTimeout, kind: policy.UpstreamTimeout, err: err}
-			return false, nil
+			return c.fail(failure{reason: policy.ReasonTimeout, kind: policy.UpstreamTimeout, err: err})
 		}
 	}
 	if err != nil {
@@ -322,16 +376,23 @@ func (c *call) judge(aborted bool, err error) (done bool, _ error) {
 var errNoResponse = errors.New("the handler after ai_resilience wrote no response; put ai_resilience in the same route or handle block as reverse_proxy")
 
 // judgeHeld classifies a held retryable response once its body is in.
-func (c *call) judgeHeld() (done bool) {
+func (c *call) judgeHeld() (done bool, _ error) {
 	// An OpenAI 429 for an exhausted quota will not pass with time
 	// (SPEC "retry_on"); neither gateway nor client should retry it.
 	if c.aw.status == http.StatusTooManyRequests && c.dialect == policy.OpenAI && policy.QuotaExhausted(c.dialect, c.aw.held.Bytes()) {
 		c.writeHeld()
-		return true
+		return true, nil
 	}
 	hint, hinted := policy.WaitHint(c.dialect, c.w.Header(), time.Now())
-	c.last = failure{reason: c.aw.verdict.Reason, held: true, hint: hint, hinted: hinted}
-	return false
+	return c.fail(failure{reason: c.aw.verdict.Reason, held: true, hint: hint, hinted: hinted})
+}
+
+// fail records a retryable failure of the current model, for the retry
+// decision and the model's circuit. It reports that the call goes on.
+func (c *call) fail(f failure) (done bool, _ error) {
+	c.last = f
+	c.g.cfg.Circuit.Failure(c.model)
+	return false, nil
 }
 
 // giveUp ends a call whose models are all unavailable with the last
@@ -339,6 +400,15 @@ func (c *call) judgeHeld() (done bool) {
 // the last attempt got no response at all (SPEC "When all attempts fail").
 func (c *call) giveUp() error {
 	defer c.finish()
+	if c.attempts == 0 {
+		// Every model's circuit is open: nothing was sent. The client may
+		// come back when the first cooldown ends.
+		secs := int64(math.Ceil(c.skipped.Seconds()))
+		c.w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+		c.w.Header().Set("Retry-After-Ms", strconv.FormatInt(max(c.skipped.Milliseconds(), 1), 10))
+		c.writeError(policy.ModelUnavailable, "model "+c.req.Model+" is failing upstream and its circuit breaker is open, with no fallback model available; retry after the cooldown", "")
+		return nil
+	}
 	if c.last.held {
 		c.writeHeld()
 		return nil
@@ -349,7 +419,7 @@ func (c *call) giveUp() error {
 	if c.last.kind == policy.UpstreamUnreachable {
 		msg = "the upstream API could not be reached"
 	}
-	c.writeError(c.last.kind, msg+" after "+strconv.Itoa(c.attempts)+" attempt(s); try again later")
+	c.writeError(c.last.kind, msg+" after "+strconv.Itoa(c.attempts)+" attempt(s); try again later", "")
 	return nil
 }
 
@@ -374,13 +444,14 @@ func (c *call) markNoClientRetry() {
 
 // reject answers the request with a gateway error before any attempt.
 func (c *call) reject(kind policy.ErrorKind, msg string) {
-	c.writeError(kind, msg)
+	c.writeError(kind, msg, "")
 	c.finish()
 }
 
-// writeError writes a gateway error in the dialect's shape.
-func (c *call) writeError(kind policy.ErrorKind, msg string) {
-	body := policy.ErrorBody(c.dialect, kind, msg, "")
+// writeError writes a gateway error in the dialect's shape; param names
+// the offending request field for OpenAI clients, or is empty.
+func (c *call) writeError(kind policy.ErrorKind, msg, param string) {
+	body := policy.ErrorBody(c.dialect, kind, msg, param)
 	h := c.w.Header()
 	h.Del("Content-Length")
 	h.Set("Content-Type", "application/json")
@@ -397,6 +468,9 @@ func (c *call) writeError(kind policy.ErrorKind, msg string) {
 func (c *call) completeResponse() {
 	c.tap.finish()
 	c.end = ending{status: c.aw.status, errorType: c.tap.errorType}
+	if successful(c.aw.status) {
+		c.g.cfg.Circuit.Success(c.model)
+	}
 	if c.r.Context().Err() != nil {
 		c.end.errorType = "client_closed"
 		return

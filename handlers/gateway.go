@@ -36,7 +36,13 @@ type Config struct {
 	// ClientRetries, when false, marks a failure the gateway already
 	// retried with `x-should-retry: false`.
 	ClientRetries bool
-	Logger        *zap.Logger
+	// Validate rejects malformed requests locally.
+	Validate bool
+	// Circuit skips models that keep failing; nil is off.
+	Circuit *policy.CircuitBreaker
+	// Budget bounds retries to a share of recent traffic; nil is unlimited.
+	Budget *policy.RetryBudget
+	Logger *zap.Logger
 }
 
 // Gateway serves LLM API requests resiliently in front of the next handler.
@@ -49,7 +55,22 @@ func New(cfg Config) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	return &Gateway{cfg: cfg}
+	g := &Gateway{cfg: cfg}
+	cfg.Circuit.OnTransition(g.circuitChanged)
+	return g
+}
+
+// circuitChanged logs and counts every circuit transition (SPEC: "log and
+// metric every transition").
+func (g *Gateway) circuitChanged(model string, from, to policy.CircuitState) {
+	circuitTransitionsTotal.WithLabelValues(modelLabel(model), to.String()).Inc()
+	lvl := zap.InfoLevel
+	if to == policy.CircuitOpen {
+		lvl = zap.WarnLevel
+	}
+	if ce := g.cfg.Logger.Check(lvl, "circuit "+to.String()); ce != nil {
+		ce.Write(zap.String("model", model), zap.String("from", from.String()))
+	}
 }
 
 // ServeHTTP handles one request. Requests that are not LLM API calls (by

@@ -31,6 +31,18 @@ var (
 		Namespace: "caddy", Subsystem: "ai_resilience", Name: "tokens_total",
 		Help: "Tokens reported by upstream usage, by the model that served and direction (input or output).",
 	}, []string{"model", "direction"})
+	circuitTransitionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "ai_resilience", Name: "circuit_transitions_total",
+		Help: "Circuit breaker transitions, by model and the state entered (open, half_open, closed).",
+	}, []string{"model", "to"})
+	retryBudgetDeniedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "ai_resilience", Name: "retry_budget_denied_total",
+		Help: "Retries and fallbacks not made because the retry budget was spent, by dialect.",
+	}, []string{"dialect"})
+	guardActionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "ai_resilience", Name: "guard_actions_total",
+		Help: "Requests changed or stopped before any upstream call, by dialect and action (invalid, max_tokens_clamped, max_tokens_rejected, default_max_tokens, context_rejected, context_fallback, context_truncated, circuit_open).",
+	}, []string{"dialect", "action"})
 	overheadSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "ai_resilience", Name: "overhead_seconds",
 		Help:    "Time the gateway itself added to a request: total time less time in the upstream and in backoff waits.",
@@ -41,7 +53,10 @@ var (
 // Collectors returns the gateway's metrics, for registration in each
 // config load's registry.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{requestsTotal, attemptsTotal, retriesTotal, fallbacksTotal, tokensTotal, overheadSeconds}
+	return []prometheus.Collector{
+		requestsTotal, attemptsTotal, retriesTotal, fallbacksTotal, tokensTotal,
+		circuitTransitionsTotal, retryBudgetDeniedTotal, guardActionsTotal, overheadSeconds,
+	}
 }
 
 // maxModelLabels bounds the model label's values: the model comes from

@@ -1,0 +1,447 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/bits"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/tidwall/gjson"
+)
+
+// Real-shaped bodies, written the way the official SDKs write them
+// (provider-semantics.md §1.2, §2.2, §2.5): the nearest valid request to each
+// rejected one below.
+const (
+	anthropicOK = `{"max_tokens":1024,"messages":[` +
+		`{"role":"user","content":"What is the weather in Paris?"},` +
+		`{"role":"assistant","content":[{"type":"text","text":"Let me check."},{"type":"tool_use","id":"toolu_01A09q90qw90lq917835lq9","name":"get_weather","input":{"city":"Paris"}}]},` +
+		`{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_01A09q90qw90lq917835lq9","content":[{"type":"text","text":"18°C, cloudy"}]},{"type":"text","text":"And tomorrow?"}]}` +
+		`],"model":"claude-sonnet-4-5-20250929","system":[{"type":"text","text":"You are a weather bot.","cache_control":{"type":"ephemeral"}}],` +
+		`"tools":[{"name":"get_weather","description":"Current weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}]}`
+	chatOK = `{"messages":[{"role":"developer","content":"You are terse."},` +
+		`{"role":"user","content":[{"type":"text","text":"What is in this image?"},{"type":"image_url","image_url":{"url":"https://example.com/cat.png","detail":"low"}}]},` +
+		`{"role":"assistant","content":null,"tool_calls":[{"id":"call_abc","type":"function","function":{"name":"describe","arguments":"{\"subject\":\"cat\"}"}}]},` +
+		`{"role":"tool","tool_call_id":"call_abc","content":"A cat."}],` +
+		`"model":"gpt-4o-mini","max_completion_tokens":256,"stream":true,"stream_options":{"include_usage":true}}`
+	responsesOK   = `{"model":"gpt-4.1","input":[{"role":"user","content":[{"type":"input_text","text":"Hi"}]}],"max_output_tokens":100}`
+	completionsOK = `{"model":"gpt-3.5-turbo-instruct","prompt":"Say this is a test","max_tokens":7}`
+	embeddingsOK  = `{"input":["The food was delicious."],"model":"text-embedding-3-small","encoding_format":"float"}`
+)
+
+func TestValidateRequest(t *testing.T) {
+	// Each rejected row cites why the provider rejects it too; each has a
+	// pass-through twin, the nearest request the provider accepts.
+	cases := []struct {
+		name  string
+		d     Dialect
+		e     Endpoint
+		body  string
+		param string // expected Param; "-" means the request passes
+		fail  bool
+	}{
+		// Real-shaped bodies pass.
+		{"anthropic/real", Anthropic, Messages, anthropicOK, "-", false},
+		{"chat/real", OpenAI, ChatCompletions, chatOK, "-", false},
+		{"responses/real", OpenAI, Responses, responsesOK, "-", false},
+		{"completions/real", OpenAI, Completions, completionsOK, "-", false},
+		{"embeddings/real", OpenAI, Embeddings, embeddingsOK, "-", false},
+
+		// Body not JSON: both providers answer 400 (Anthropic "There was an
+		// error parsing the body"; OpenAI "We could not parse the JSON body").
+		{"anthropic/not_json", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[}`, "", true},
+		{"anthropic/not_json_twin", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[]}`, "-", false},
+		{"chat/not_json_trailing_comma", OpenAI, ChatCompletions, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}],}`, "", true},
+		{"chat/not_json_twin", OpenAI, ChatCompletions, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}]}`, "-", false},
+		{"chat/empty_body", OpenAI, ChatCompletions, ``, "", true},
+		{"chat/truncated_string", OpenAI, ChatCompletions, `{"model":"gpt-4o-mi`, "", true},
+		{"chat/trailing_garbage", OpenAI, ChatCompletions, `{"model":"gpt-4o-mini","messages":[]} x`, "", true},
+		{"chat/trailing_whitespace_twin", OpenAI, ChatCompletions, " \n{\"model\":\"gpt-4o-mini\",\"messages\":[]}\r\n\t", "-", false},
+
+		// Body not an object: both SDKs send an object (MessageNewParams,
+		// ChatCompletionNewParams); the APIs reject anything else with 400.
+		{"anthropic/array_body", Anthropic, Messages, `[{"role":"user","content":"Hi"}]`, "", true},
+		{"embeddings/string_body", OpenAI, Embeddings, `"Hello"`, "", true},
+
+		// model missing: api:"required" in anthropic-sdk-go MessageNewParams
+		// and openai-go ChatCompletionNewParams, CompletionNewParams,
+		// EmbeddingNewParams.
+		{"anthropic/no_model", Anthropic, Messages, `{"max_tokens":1024,"messages":[{"role":"user","content":"Hi"}]}`, "model", true},
+		{"anthropic/no_model_twin", Anthropic, Messages, `{"model":"claude-haiku-4-5","max_tokens":1024,"messages":[{"role":"user","content":"Hi"}]}`, "-", false},
+		{"chat/no_model", OpenAI, ChatCompletions, `{"messages":[{"role":"user","content":"Hi"}]}`, "model", true},
+		{"completions/no_model", OpenAI, Completions, `{"prompt":"Say this is a test"}`, "model", true},
+		{"completions/no_model_twin", OpenAI, Completions, `{"prompt":"Say this is a test","model":"gpt-3.5-turbo-instruct"}`, "-", false},
+		{"embeddings/no_model", OpenAI, Embeddings, `{"input":"Hello"}`, "model", true},
+		{"embeddings/no_model_twin", OpenAI, Embeddings, `{"input":"Hello","model":"text-embedding-3-small"}`, "-", false},
+		// Responses: model is optional (a stored prompt can name it).
+		{"responses/no_model_prompt", OpenAI, Responses, `{"prompt":{"id":"pmpt_123","version":"2"},"input":"Hi"}`, "-", false},
+
+		// model not a string: every SDK types it as a string.
+		{"anthropic/model_number", Anthropic, Messages, `{"model":4,"max_tokens":1024,"messages":[]}`, "model", true},
+		{"anthropic/model_number_twin", Anthropic, Messages, `{"model":"4","max_tokens":1024,"messages":[]}`, "-", false},
+		{"chat/model_null", OpenAI, ChatCompletions, `{"model":null,"messages":[]}`, "model", true},
+		{"responses/model_object", OpenAI, Responses, `{"model":{"id":"gpt-4.1"},"input":"Hi"}`, "model", true},
+		{"responses/model_object_twin", OpenAI, Responses, `{"model":"gpt-4.1","input":"Hi"}`, "-", false},
+
+		// messages missing or not an array: api:"required", typed as a list
+		// (MessageNewParams.Messages, ChatCompletionNewParams.Messages).
+		{"anthropic/no_messages", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024}`, "messages", true},
+		{"anthropic/messages_string", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":"Hi"}`, "messages", true},
+		{"anthropic/messages_string_twin", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":"Hi"}]}`, "-", false},
+		{"chat/no_messages", OpenAI, ChatCompletions, `{"model":"gpt-4o-mini"}`, "messages", true},
+		{"chat/messages_object", OpenAI, ChatCompletions, `{"model":"gpt-4o-mini","messages":{"role":"user","content":"Hi"}}`, "messages", true},
+		{"chat/messages_object_twin", OpenAI, ChatCompletions, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}]}`, "-", false},
+
+		// max_tokens (Anthropic): api:"required" int64; the API answers
+		// "max_tokens: Field required" and rejects values below 1.
+		{"anthropic/no_max_tokens", Anthropic, Messages, `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"Hi"}]}`, "max_tokens", true},
+		{"anthropic/max_tokens_zero", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":0,"messages":[]}`, "max_tokens", true},
+		{"anthropic/max_tokens_negative", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":-1,"messages":[]}`, "max_tokens", true},
+		{"anthropic/max_tokens_fraction", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":0.5,"messages":[]}`, "max_tokens", true},
+		{"anthropic/max_tokens_string", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":"1024","messages":[]}`, "max_tokens", true},
+		{"anthropic/max_tokens_null", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":null,"messages":[]}`, "max_tokens", true},
+		{"anthropic/max_tokens_one_twin", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1,"messages":[]}`, "-", false},
+		{"anthropic/max_tokens_integral_float_twin", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024.0,"messages":[]}`, "-", false},
+		{"anthropic/max_tokens_exponent_twin", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1e3,"messages":[]}`, "-", false},
+		// OpenAI chat has no required cap.
+		{"chat/no_max_tokens", OpenAI, ChatCompletions, `{"model":"gpt-4o-mini","messages":[]}`, "-", false},
+
+		// Embeddings input missing: EmbeddingNewParams.Input api:"required".
+		{"embeddings/no_input", OpenAI, Embeddings, `{"model":"text-embedding-3-small"}`, "input", true},
+		{"embeddings/no_input_twin", OpenAI, Embeddings, `{"model":"text-embedding-3-small","input":[[1,2,3]]}`, "-", false},
+		// Responses input is optional: previous_response_id or a prompt can
+		// supply the conversation.
+		{"responses/no_input", OpenAI, Responses, `{"model":"gpt-4.1","previous_response_id":"resp_123"}`, "-", false},
+		{"responses/input_string", OpenAI, Responses, `{"model":"gpt-4.1","input":"Hi"}`, "-", false},
+
+		// A content block that is not an object: ContentBlockParamUnion and
+		// ChatCompletionContentPartUnionParam are objects.
+		{"anthropic/block_string", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":["Hi"]}]}`, "messages.0.content.0", true},
+		{"anthropic/block_string_twin", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":"Hi"}]}`, "-", false},
+		{"chat/part_number", OpenAI, ChatCompletions, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"},{"role":"user","content":[{"type":"text","text":"a"},42]}]}`, "messages.1.content.1", true},
+		{"chat/part_number_twin", OpenAI, ChatCompletions, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"42"}]}]}`, "-", false},
+
+		// A content block without "type": both APIs discriminate blocks by it.
+		{"anthropic/block_no_type", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":[{"text":"Hi"}]}]}`, "messages.2.content.0.type", true},
+		{"anthropic/block_no_type_twin", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":[{"type":"text","text":"Hi"}]}]}`, "-", false},
+		{"chat/part_no_type", OpenAI, ChatCompletions, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":[{"image_url":{"url":"https://example.com/a.png"}}]}]}`, "messages.0.content.0.type", true},
+		{"chat/part_no_type_twin", OpenAI, ChatCompletions, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]}]}`, "-", false},
+		{"anthropic/block_type_number", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":[{"type":1,"text":"Hi"}]}]}`, "messages.0.content.0.type", true},
+		{"anthropic/nested_tool_result_block_not_checked", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"ok"}]}]}]}`, "-", false},
+
+		// What the provider accepts passes (reference §1.2, §7.7).
+		{"anthropic/system_role", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]}`, "-", false},
+		{"anthropic/consecutive_user_turns", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":"Hi"},{"role":"user","content":"Still there?"}]}`, "-", false},
+		{"anthropic/first_turn_assistant", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"assistant","content":"Hello"}]}`, "-", false},
+		{"anthropic/unknown_role", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"narrator","content":"x"}]}`, "-", false},
+		{"anthropic/empty_text", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":""},{"role":"user","content":[{"type":"text","text":""}]}]}`, "-", false},
+		{"anthropic/new_block_type", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":[{"type":"hologram_2031","data":{}}]}]}`, "-", false},
+		{"anthropic/unknown_fields", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":"Hi","future":true}],"output_config":{"effort":"max"},"speed":"fast","x_new":[1,{"a":null}]}`, "-", false},
+		{"anthropic/thinking_blocks", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":2048,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":[{"type":"thinking","thinking":"…","signature":"sig"},{"type":"redacted_thinking","data":"abc"}]}]}`, "-", false},
+		{"anthropic/message_not_object", Anthropic, Messages, `{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":["Hi"]}`, "-", false},
+		{"chat/function_role", OpenAI, ChatCompletions, `{"model":"gpt-4o-mini","messages":[{"role":"function","name":"f","content":"{}"},{"role":"system","content":[{"type":"text","text":"x"}]}]}`, "-", false},
+		{"chat/pretty_printed", OpenAI, ChatCompletions, "{\n  \"model\" : \"gpt-4o-mini\",\n  \"messages\" : [\n    { \"role\" : \"user\", \"content\" : [ { \"type\" : \"text\", \"text\" : \"Hi\" } ] }\n  ]\n}\n", "-", false},
+
+		// A repeated key is judged by its last value, as the providers'
+		// parsers keep it.
+		{"anthropic/duplicate_model_last_good", Anthropic, Messages, `{"model":1,"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[]}`, "-", false},
+		{"anthropic/duplicate_model_last_bad", Anthropic, Messages, `{"model":"claude-sonnet-4-5","model":1,"max_tokens":1024,"messages":[]}`, "model", true},
+		{"anthropic/duplicate_content_last_good", Anthropic, Messages, `{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"text":"x"}],"content":"Hi"}]}`, "-", false},
+		{"anthropic/duplicate_messages_last_good", Anthropic, Messages, `{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[1]}],"messages":[]}`, "-", false},
+		{"anthropic/duplicate_type_last_good", Anthropic, Messages, `{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"type":1,"text":"x","type":"text"}]}]}`, "-", false},
+		{"anthropic/escaped_key", Anthropic, Messages, `{"mod\u0065l":"m","max_tokens":1,"messages":[{"role":"user","content":[{"typ\u0065":"text","text":"x"}]}]}`, "-", false},
+
+		// Bodies the gateway does not understand are not judged.
+		{"passthrough", Passthrough, EndpointOther, `not json`, "-", false},
+		{"openai/other_endpoint", OpenAI, EndpointOther, `not json`, "-", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := ValidateRequest(c.d, c.e, []byte(c.body))
+			if !c.fail {
+				if err != nil {
+					t.Fatalf("rejected a request the provider accepts: %v (param %q)", err, err.Param)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("passed; want a rejection at %q", c.param)
+			}
+			if err.Param != c.param {
+				t.Errorf("Param = %q, want %q (message %q)", err.Param, c.param, err.Message)
+			}
+			// The message must say where and how to fix it.
+			if c.param != "" && !strings.Contains(err.Message, strings.TrimSuffix(c.param, ".type")) {
+				t.Errorf("message %q does not name %q", err.Message, c.param)
+			}
+			if !strings.Contains(err.Message, "for example") && !strings.Contains(err.Message, "such as") {
+				t.Errorf("message %q shows no example of the fix", err.Message)
+			}
+			if err.Error() != err.Message {
+				t.Errorf("Error() = %q, want the message", err.Error())
+			}
+		})
+	}
+}
+
+// TestValidateRequestDescribesValue checks that messages quote what was sent.
+func TestValidateRequestDescribesValue(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"model":"m","max_tokens":"1024","messages":[]}`: `the string "1024"`,
+		`{"model":"m","max_tokens":0,"messages":[]}`:      `the number 0`,
+		`{"model":"m","max_tokens":true,"messages":[]}`:   `a boolean (true)`,
+		`{"model":["m"],"max_tokens":1,"messages":[]}`:    `an array`,
+		`{"model":"m","max_tokens":1,"messages":{}}`:      `an object`,
+		`[1]`: `an array`,
+	} {
+		err := ValidateRequest(Anthropic, Messages, []byte(body))
+		if err == nil || !strings.Contains(err.Message, want) {
+			t.Errorf("%s: got %v, want a message containing %q", body, err, want)
+		}
+	}
+}
+
+// TestValidateRequestDeepNesting checks that nesting costs no goroutine
+// stack: a deep but valid unknown field passes, a deep unclosed one is not
+// JSON, and neither crashes.
+func TestValidateRequestDeepNesting(t *testing.T) {
+	const depth = 1 << 20
+	deep := `{"model":"m","max_tokens":1,"messages":[],"x":` + strings.Repeat(`[{"a":`, depth) + `1` +
+		strings.Repeat(`}]`, depth) + `}`
+	if err := ValidateRequest(Anthropic, Messages, []byte(deep)); err != nil {
+		t.Fatalf("deeply nested valid body rejected: %v", err)
+	}
+	open := strings.Repeat(`[`, depth)
+	if err := ValidateRequest(Anthropic, Messages, []byte(open)); err == nil || err.Param != "" {
+		t.Fatalf("unclosed nesting: got %v, want not-JSON", err)
+	}
+}
+
+// TestValidateRequestNoAllocs checks the success path allocates nothing.
+func TestValidateRequestNoAllocs(t *testing.T) {
+	for _, c := range []struct {
+		e    Endpoint
+		body []byte
+	}{
+		{Messages, sizedMessagesBody(100<<10, false)},
+		{Messages, []byte(anthropicOK)},
+		{ChatCompletions, []byte(chatOK)},
+		{Responses, []byte(responsesOK)},
+		{Embeddings, []byte(embeddingsOK)},
+	} {
+		d := OpenAI
+		if c.e == Messages {
+			d = Anthropic
+		}
+		if n := testing.AllocsPerRun(20, func() { ValidateRequest(d, c.e, c.body) }); n != 0 {
+			t.Errorf("%v: %v allocations per valid request, want 0", c.e, n)
+		}
+	}
+}
+
+// TestSpecialLanes compares the eight-byte test with a byte-by-byte one on
+// words built from the bytes that matter and their neighbours.
+func TestSpecialLanes(t *testing.T) {
+	interesting := []byte{0x00, 0x01, 0x1f, 0x20, 0x21, '"', '#', '!', '\\', '[', ']', 0x7f, 0x80, 0x9f, 0xa0, 0xa2, 0xdc, 0xff}
+	r := rand.New(rand.NewPCG(1, 2))
+	var w [8]byte
+	for range 200000 {
+		for k := range w {
+			if r.IntN(3) == 0 {
+				w[k] = byte(r.UintN(256))
+			} else {
+				w[k] = interesting[r.IntN(len(interesting))]
+			}
+		}
+		want := 8
+		for k, c := range w {
+			if c < 0x20 || c == '"' || c == '\\' {
+				want = k
+				break
+			}
+		}
+		got := 8
+		if m := specialLanes(binary.LittleEndian.Uint64(w[:])); m != 0 {
+			got = bits.TrailingZeros64(m) >> 3
+		}
+		if got != want {
+			t.Fatalf("%q: first special byte at %d, want %d", w, got, want)
+		}
+	}
+}
+
+// FuzzValidateRequest checks, for any body and every endpoint, that
+// ValidateRequest never panics, calls a body JSON exactly when encoding/json
+// does, and rejects exactly what an independent reading of the rules over
+// encoding/json's decoding rejects, at the same Param. It also builds an
+// Anthropic body from a string model, a positive max_tokens and any JSON
+// array of messages, which must never be rejected except for one of its
+// content blocks.
+func FuzzValidateRequest(f *testing.F) {
+	for _, s := range []string{anthropicOK, chatOK, responsesOK, completionsOK, embeddingsOK,
+		`{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"text":"x"}]}]}`,
+		`{"model":1,"model":"m","messages":[{"content":[1],"content":[{"type":"a"}]}]}`,
+		`{"mod\u0065l":"m","max_tokens":1e3,"messages":[{"role":"user","content":[{"typ\u0065":1}]}]}`,
+		`[[[{"a":[]}]]]`, `-0.0e+1`, `"\ud800"`, "{\"a\":\"\x01\"}", `{"a":tru}`, `{"a":01}`,
+	} {
+		f.Add([]byte(s), "claude-sonnet-4-5", uint32(1024), []byte(`[{"role":"user","content":"Hi"}]`))
+	}
+	endpoints := []struct {
+		d Dialect
+		e Endpoint
+	}{{Anthropic, Messages}, {OpenAI, ChatCompletions}, {OpenAI, Responses}, {OpenAI, Completions}, {OpenAI, Embeddings}}
+	f.Fuzz(func(t *testing.T, body []byte, model string, maxTokens uint32, messages []byte) {
+		for _, ep := range endpoints {
+			got := ValidateRequest(ep.d, ep.e, body)
+			want, wantJSON := validateOracle(ep.e, body)
+			if !wantJSON {
+				if got == nil || got.Param != "" || !strings.Contains(got.Message, "not valid JSON") {
+					t.Fatalf("%v %q: got %v, want not valid JSON", ep.e, body, got)
+				}
+				continue
+			}
+			switch {
+			case got == nil && want == "-":
+			case got == nil:
+				t.Fatalf("%v %q: passed, want rejection at %q", ep.e, body, want)
+			case want == "-":
+				t.Fatalf("%v %q: rejected at %q (%s), want pass", ep.e, body, got.Param, got.Message)
+			case got.Param != want:
+				t.Fatalf("%v %q: rejected at %q, want %q", ep.e, body, got.Param, want)
+			}
+		}
+
+		if !json.Valid(messages) || !bytes.HasPrefix(bytes.TrimLeft(messages, " \t\r\n"), []byte("[")) {
+			return
+		}
+		m, _ := json.Marshal(model)
+		built := fmt.Appendf(nil, `{"model":%s,"max_tokens":%d,"messages":%s}`, m, uint64(maxTokens)+1, messages)
+		if err := ValidateRequest(Anthropic, Messages, built); err != nil && !strings.Contains(err.Param, ".content.") {
+			t.Fatalf("%s: rejected at %q (%s); only a content block may be", built, err.Param, err.Message)
+		}
+	})
+}
+
+// validateOracle applies the validation rules to body as encoding/json decodes it:
+// it returns the Param of the first rule broken, "-" when none is, and
+// whether the body is JSON at all.
+func validateOracle(e Endpoint, body []byte) (string, bool) {
+	if !json.Valid(body) {
+		return "", false
+	}
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.UseNumber()
+	var doc any
+	if d.Decode(&doc) != nil {
+		return "", false
+	}
+	top, ok := doc.(map[string]any)
+	if !ok {
+		return "", true
+	}
+	model, hasModel := top["model"]
+	if _, isString := model.(string); (!hasModel && e != Responses) || (hasModel && !isString) {
+		return "model", true
+	}
+	if e == Messages || e == ChatCompletions {
+		msgs, ok := top["messages"].([]any)
+		if !ok {
+			return "messages", true
+		}
+		for i, m := range msgs {
+			obj, _ := m.(map[string]any)
+			blocks, _ := obj["content"].([]any)
+			for j, b := range blocks {
+				at := "messages." + strconv.Itoa(i) + ".content." + strconv.Itoa(j)
+				blk, ok := b.(map[string]any)
+				if !ok {
+					return at, true
+				}
+				if _, ok := blk["type"].(string); !ok {
+					return at + ".type", true
+				}
+			}
+		}
+	}
+	if e == Messages {
+		n, ok := top["max_tokens"].(json.Number)
+		if !ok {
+			return "max_tokens", true
+		}
+		v, _ := strconv.ParseFloat(string(n), 64)
+		if v < 1 || v != math.Trunc(v) {
+			return "max_tokens", true
+		}
+	}
+	if _, ok := top["input"]; e == Embeddings && !ok {
+		return "input", true
+	}
+	return "-", true
+}
+
+// sizedMessagesBody returns an Anthropic Messages body of about size bytes, with
+// the model last (as anthropic-sdk-go orders fields) and prose that carries
+// the escapes real prompts have: newlines and the odd quote. With dense, the
+// text has an escape every few bytes instead, the worst case for the scan.
+func sizedMessagesBody(size int, dense bool) []byte {
+	para := `The quarterly report shows revenue grew 12% year over year, driven by strong demand in the ` +
+		`enterprise segment. Operating margin improved to 18%, although \"other expenses\" rose because of ` +
+		`one-off legal costs.\n\nPlease summarise the key drivers and list any risks the board should watch.\n`
+	if dense {
+		para = strings.Repeat(`a \"b\"\n`, 30)
+	}
+	var b strings.Builder
+	b.WriteString(`{"max_tokens":1024,"messages":[`)
+	for b.Len() < size-300 {
+		n := max(1, min(4, (size-300-b.Len())/len(para)/2))
+		fmt.Fprintf(&b, `{"role":"user","content":[{"type":"text","text":"%s"}]},{"role":"assistant","content":"%s"},`,
+			strings.Repeat(para, n), strings.Repeat(para, n))
+	}
+	b.WriteString(`{"role":"user","content":"Summarise."}],"model":"claude-sonnet-4-5","system":"You are helpful.\nBe brief."}`)
+	return []byte(b.String())
+}
+
+// BenchmarkValidateRequest measures validation of Anthropic bodies; compare
+// with BenchmarkValidBytes, gjson's syntax check alone on the same bodies.
+//
+//	go test -run '^$' -bench 'ValidateRequest|ValidBytes' -benchmem ./policy/
+func BenchmarkValidateRequest(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		size  int
+		dense bool
+	}{{"1KB", 1 << 10, false}, {"100KB", 100 << 10, false}, {"100KB_dense_escapes", 100 << 10, true}} {
+		body := sizedMessagesBody(c.size, c.dense)
+		b.Run(c.name, func(b *testing.B) {
+			if err := ValidateRequest(Anthropic, Messages, body); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				ValidateRequest(Anthropic, Messages, body)
+			}
+		})
+	}
+}
+
+func BenchmarkValidBytes(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		dense bool
+	}{{"100KB", false}, {"100KB_dense_escapes", true}} {
+		body := sizedMessagesBody(100<<10, c.dense)
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				gjson.ValidBytes(body)
+			}
+		})
+	}
+}
