@@ -96,8 +96,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = h.parseModel(d)
 		case "context_guard":
 			var v string
-			if v, err = oneArg(d); err == nil && v != "reject" && v != "truncate" && v != "off" {
-				err = d.Errf("context_guard must be reject, truncate or off, not %q", v)
+			if v, err = oneArg(d); err == nil {
+				if _, perr := policy.ParseContextMode(v); perr != nil {
+					err = d.Errf("%v", perr)
+				}
 			}
 			h.ContextGuard = v
 		case "validate":
@@ -268,8 +270,8 @@ func (h *Handler) parseMaxTokens(d *caddyfile.Dispenser) error {
 	}
 	mt := &MaxTokens{Limit: n}
 	if len(args) == 2 {
-		if args[1] != "clamp" && args[1] != "reject" {
-			return d.Errf("max_tokens mode must be clamp or reject, not %q", args[1])
+		if _, err := policy.ParseCapMode(args[1]); err != nil {
+			return d.Errf("%v", err)
 		}
 		mt.Mode = args[1]
 	}

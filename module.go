@@ -254,6 +254,9 @@ func (h *Handler) setDefaults() {
 	if h.ContextGuard == "" {
 		h.ContextGuard = "reject"
 	}
+	if h.MaxTokens != nil && h.MaxTokens.Mode == "" {
+		h.MaxTokens.Mode = "clamp"
+	}
 	if h.ValidateRequests == nil {
 		on := true
 		h.ValidateRequests = &on
@@ -295,6 +298,25 @@ func (h *Handler) gatewayConfig() (handlers.Config, error) {
 	if err != nil {
 		return handlers.Config{}, fmt.Errorf("building fallback chains: %w", err)
 	}
+	overrides := make([]policy.ModelOverride, len(h.Model))
+	for i, m := range h.Model {
+		overrides[i] = policy.ModelOverride{Name: m.Name, ContextWindow: m.ContextWindow, MaxOutput: m.MaxOutput}
+	}
+	models, err := policy.NewModelTable(overrides)
+	if err != nil {
+		return handlers.Config{}, fmt.Errorf("building model table: %w", err)
+	}
+	contextGuard, err := policy.ParseContextMode(h.ContextGuard)
+	if err != nil {
+		return handlers.Config{}, fmt.Errorf("parsing context_guard: %w", err)
+	}
+	outputCap := policy.OutputCapRule{Default: h.DefaultMaxTokens}
+	if h.MaxTokens != nil {
+		outputCap.Ceiling = h.MaxTokens.Limit
+		if outputCap.Mode, err = policy.ParseCapMode(h.MaxTokens.Mode); err != nil {
+			return handlers.Config{}, fmt.Errorf("parsing max_tokens mode: %w", err)
+		}
+	}
 	return handlers.Config{
 		Provider:       provider,
 		MaxBody:        h.MaxBody,
@@ -306,6 +328,9 @@ func (h *Handler) gatewayConfig() (handlers.Config, error) {
 		AttemptTimeout: time.Duration(h.AttemptTimeout),
 		Fallbacks:      fallbacks,
 		ClientRetries:  h.ClientRetries == "allow",
+		OutputCap:      outputCap,
+		Models:         models,
+		ContextGuard:   contextGuard,
 		Validate:       *h.ValidateRequests,
 		Circuit:        h.circuitBreaker(),
 		Budget:         h.retryBudget(),
@@ -367,8 +392,12 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("attempt_timeout (%s) is longer than the deadline (%s), so it could never apply", time.Duration(h.AttemptTimeout), time.Duration(h.Deadline))
 	case h.ClientRetries != "allow" && h.ClientRetries != "deny":
 		return fmt.Errorf("client_retries must be allow or deny, got %q", h.ClientRetries)
-	case h.ContextGuard != "reject" && h.ContextGuard != "truncate" && h.ContextGuard != "off":
-		return fmt.Errorf("context_guard must be reject, truncate or off, got %q", h.ContextGuard)
+	case h.MaxTokens != nil && h.MaxTokens.Limit <= 0:
+		return fmt.Errorf("max_tokens limit must be positive, got %d", h.MaxTokens.Limit)
+	case h.DefaultMaxTokens < 0:
+		return fmt.Errorf("default_max_tokens must be positive, got %d", h.DefaultMaxTokens)
+	case h.MaxTokens != nil && h.DefaultMaxTokens > h.MaxTokens.Limit:
+		return fmt.Errorf("default_max_tokens %d is above the max_tokens ceiling %d", h.DefaultMaxTokens, h.MaxTokens.Limit)
 	case !h.CircuitBreaker.Off && (h.CircuitBreaker.Failures < 1 || h.CircuitBreaker.Cooldown <= 0):
 		return fmt.Errorf("circuit_breaker needs at least 1 failure and a positive cooldown")
 	case !h.RetryBudget.Off && (h.RetryBudget.Percent < 0 || *h.RetryBudget.MinPerSecond < 0):

@@ -31,7 +31,8 @@ type call struct {
 	start    time.Time
 	deadline time.Time
 	body     *bytes.Buffer // the request body as received, pooled
-	payload  []byte        // the body sent upstream: body's bytes, or a copy naming the fallback model
+	base     []byte        // the body after the guards, which fallbacks rewrite
+	payload  []byte        // the body sent upstream: base, or a copy naming the fallback model
 	req      policy.Request
 	model    string      // the model now being tried
 	upHeader http.Header // request headers for the upstream, prepared once
@@ -101,6 +102,7 @@ func (c *call) run(next caddyhttp.Handler) error {
 		c.finish()
 		return nil
 	}
+	c.base = c.payload
 	c.upHeader = upstreamHeader(c.r.Header)
 	c.g.cfg.Budget.Request()
 	for {
@@ -119,31 +121,95 @@ func (c *call) run(next caddyhttp.Handler) error {
 		if c.attempts > 0 && !c.takeRetry() {
 			return c.giveUp()
 		}
-		payload, err := policy.RewriteModel(c.body.Bytes(), to)
-		if err != nil {
-			c.g.cfg.Logger.Error("rewriting model for fallback", zap.Error(err))
-			return c.giveUp()
+		from := c.model
+		if c.switchModel(c.base, to) != nil {
+			c.finish()
+			return nil
 		}
-		fallbacksTotal.WithLabelValues(modelLabel(c.model), modelLabel(to)).Inc()
+		fallbacksTotal.WithLabelValues(modelLabel(from), modelLabel(to)).Inc()
 		if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, "falling back"); ce != nil {
-			ce.Write(zap.String("from", c.model), zap.String("to", to), zap.String("reason", string(c.last.reason)))
+			ce.Write(zap.String("from", from), zap.String("to", to), zap.String("reason", string(c.last.reason)))
 		}
-		c.model, c.payload = to, payload
 	}
 }
 
-// guard checks and prepares the request before any upstream call. It
-// reports false when it has answered the request itself.
+// guard checks and prepares the request before any upstream call (SPEC
+// "Guards"): output caps and defaults, validation, and the context window.
+// It reports false when it has answered the request itself.
 func (c *call) guard() bool {
-	if !c.g.cfg.Validate {
-		return true
-	}
-	if rerr := policy.ValidateRequest(c.dialect, c.endpoint, c.payload); rerr != nil {
-		guardActionsTotal.WithLabelValues(c.dialect.String(), "invalid").Inc()
-		c.writeError(policy.InvalidRequest, rerr.Message, rerr.Param)
+	cfg := &c.g.cfg
+	facts, _ := cfg.Models.Lookup(c.model)
+	payload, outputCap, capErr := policy.ApplyOutputCap(c.dialect, c.endpoint, c.payload, cfg.OutputCap, facts.MaxOutput)
+	if capErr != nil {
+		c.guardAction("max_tokens_rejected")
+		c.writeError(policy.InvalidRequest, capErr.Error(), capErr.Field)
 		return false
 	}
-	return true
+	if !sameBytes(payload, c.payload) {
+		c.guardAction("output_cap")
+	}
+	c.payload = payload
+	if cfg.Validate {
+		if rerr := policy.ValidateRequest(c.dialect, c.endpoint, c.payload); rerr != nil {
+			c.guardAction("invalid")
+			c.writeError(policy.InvalidRequest, rerr.Message, rerr.Param)
+			return false
+		}
+	}
+	if cfg.ContextGuard == policy.ContextOff || facts.ContextWindow == 0 {
+		return true
+	}
+	// A request naming no output cap reserves none: the provider accepts it
+	// and stops at the window, so counting the model's maximum here would
+	// refuse requests the provider serves.
+	input := policy.EstimateInputTokens(c.dialect, c.endpoint, c.payload)
+	if policy.FitsContext(input, outputCap, facts.ContextWindow) {
+		return true
+	}
+	if cfg.ContextGuard == policy.ContextTruncate {
+		if out, dropped, ok := policy.Truncate(c.dialect, c.endpoint, c.payload, facts.ContextWindow-outputCap); ok {
+			c.guardAction("context_truncated")
+			if ce := cfg.Logger.Check(zapcore.InfoLevel, "truncated conversation"); ce != nil {
+				ce.Write(zap.String("model", c.model), zap.Int("dropped_messages", dropped), zap.Int64("estimated_input_tokens", input), zap.Int64("context_window", facts.ContextWindow))
+			}
+			c.payload = out
+			return true
+		}
+	} else if to, ok := policy.ChooseModel(c.model, cfg.Fallbacks, input, outputCap, cfg.Models); ok {
+		c.guardAction("context_fallback")
+		if ce := cfg.Logger.Check(zapcore.InfoLevel, "context window fallback"); ce != nil {
+			ce.Write(zap.String("from", c.model), zap.String("to", to), zap.Int64("estimated_input_tokens", input), zap.Int64("context_window", facts.ContextWindow))
+		}
+		return c.switchModel(c.payload, to) == nil
+	}
+	c.guardAction("context_rejected")
+	c.writeError(policy.ContextOverflow, policy.ContextOverflowMessage(c.dialect, c.endpoint, c.model, input, outputCap, facts.ContextWindow), "messages")
+	return false
+}
+
+// switchModel makes the call's body name model to, clamping its output cap
+// to that model's max_output. base is the guarded body the rewrite starts
+// from; every other byte of it is kept.
+func (c *call) switchModel(base []byte, to string) error {
+	payload, err := policy.RewriteModel(base, to)
+	if err == nil {
+		facts, _ := c.g.cfg.Models.Lookup(to)
+		payload, _, _ = policy.ApplyOutputCap(c.dialect, c.endpoint, payload, policy.OutputCapRule{}, facts.MaxOutput)
+		c.model, c.payload = to, payload
+		return nil
+	}
+	c.g.cfg.Logger.Error("rewriting model", zap.Error(err))
+	c.writeError(policy.InvalidRequest, "the request body could not be rewritten for model "+to, "model")
+	return err
+}
+
+func (c *call) guardAction(action string) {
+	guardActionsTotal.WithLabelValues(c.dialect.String(), action).Inc()
+}
+
+// sameBytes reports whether a and b are the same slice (an unchanged body).
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // modelOutcome is how the attempts on one model ended.
@@ -378,8 +444,12 @@ var errNoResponse = errors.New("the handler after ai_resilience wrote no respons
 // judgeHeld classifies a held retryable response once its body is in.
 func (c *call) judgeHeld() (done bool, _ error) {
 	// An OpenAI 429 for an exhausted quota will not pass with time
-	// (SPEC "retry_on"); neither gateway nor client should retry it.
+	// (SPEC "retry_on"); neither gateway nor client should retry it. Every
+	// SDK would retry it on its status alone, so it says so even under
+	// `client_retries allow`, which concerns failures that may pass
+	// (reference §2.6, §7.3).
 	if c.aw.status == http.StatusTooManyRequests && c.dialect == policy.OpenAI && policy.QuotaExhausted(c.dialect, c.aw.held.Bytes()) {
+		c.w.Header().Set("X-Should-Retry", "false")
 		c.writeHeld()
 		return true, nil
 	}

@@ -36,6 +36,12 @@ type Config struct {
 	// ClientRetries, when false, marks a failure the gateway already
 	// retried with `x-should-retry: false`.
 	ClientRetries bool
+	// OutputCap is the max_tokens ceiling, its mode and default_max_tokens.
+	OutputCap policy.OutputCapRule
+	// Models holds context windows and output limits.
+	Models policy.ModelTable
+	// ContextGuard is what to do with a request over its model's window.
+	ContextGuard policy.ContextMode
 	// Validate rejects malformed requests locally.
 	Validate bool
 	// Circuit skips models that keep failing; nil is off.
