@@ -46,6 +46,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //		context_guard   reject|truncate|off
 //		validate        on|off
+//		pace_upstream   on|off
 //		circuit_breaker <failures> <cooldown> | off
 //		retry_budget    <percent> [<min_per_second>] | off
 //	}
@@ -106,6 +107,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var on bool
 			if on, err = onOff(d); err == nil {
 				h.ValidateRequests = &on
+			}
+		case "pace_upstream":
+			var on bool
+			if on, err = onOff(d); err == nil {
+				h.PaceUpstream = &on
 			}
 		case "circuit_breaker":
 			err = h.parseCircuitBreaker(d)

@@ -140,6 +140,12 @@ type Handler struct {
 	// malformed requests the provider would reject anyway. Default: true.
 	ValidateRequests *bool `json:"validate,omitempty"`
 
+	// Whether to read the upstream's rate-limit headers
+	// (`anthropic-ratelimit-*`, `x-ratelimit-*`) on every response and hold
+	// new requests for this route until the reset when the upstream says
+	// nothing remains, instead of collecting 429s. Default: true.
+	PaceUpstream *bool `json:"pace_upstream,omitempty"`
+
 	// Skips a model after consecutive retryable failures, for a cooldown,
 	// then lets one request probe it. Default: 5 failures, 30s.
 	CircuitBreaker *CircuitBreaker `json:"circuit_breaker,omitempty"`
@@ -257,6 +263,10 @@ func (h *Handler) setDefaults() {
 	if h.MaxTokens != nil && h.MaxTokens.Mode == "" {
 		h.MaxTokens.Mode = "clamp"
 	}
+	if h.PaceUpstream == nil {
+		on := true
+		h.PaceUpstream = &on
+	}
 	if h.ValidateRequests == nil {
 		on := true
 		h.ValidateRequests = &on
@@ -332,6 +342,7 @@ func (h *Handler) gatewayConfig() (handlers.Config, error) {
 		Models:         models,
 		ContextGuard:   contextGuard,
 		Validate:       *h.ValidateRequests,
+		PaceUpstream:   *h.PaceUpstream,
 		Circuit:        h.circuitBreaker(),
 		Budget:         h.retryBudget(),
 	}, nil

@@ -103,6 +103,10 @@ func (c *call) run(next caddyhttp.Handler) error {
 		return nil
 	}
 	c.base = c.payload
+	if !c.awaitUpstream() {
+		c.finish()
+		return nil
+	}
 	c.upHeader = upstreamHeader(c.r.Header)
 	c.g.cfg.Budget.Request()
 	for {
@@ -394,9 +398,11 @@ func (c *call) judge(aborted bool, err error) (done bool, _ error) {
 	clientGone := c.r.Context().Err() != nil
 	switch c.aw.state.Load() {
 	case stateCommitted:
+		c.g.notePace(c.dialect, c.w.Header())
 		c.completeResponse()
 		return true, nil
 	case stateHeld:
+		c.g.notePace(c.dialect, c.w.Header())
 		if clientGone {
 			c.end = ending{errorType: "client_closed", status: statusClientClosed}
 			return true, nil

@@ -7,6 +7,7 @@ package handlers
 import (
 	"errors"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -44,6 +45,9 @@ type Config struct {
 	ContextGuard policy.ContextMode
 	// Validate rejects malformed requests locally.
 	Validate bool
+	// PaceUpstream holds new requests while the upstream reports its rate
+	// limit spent.
+	PaceUpstream bool
 	// Circuit skips models that keep failing; nil is off.
 	Circuit *policy.CircuitBreaker
 	// Budget bounds retries to a share of recent traffic; nil is unlimited.
@@ -54,6 +58,9 @@ type Config struct {
 // Gateway serves LLM API requests resiliently in front of the next handler.
 type Gateway struct {
 	cfg Config
+	// pausedUntil is when the upstream's spent rate-limit window resets,
+	// in Unix nanoseconds (pace_upstream).
+	pausedUntil atomic.Int64
 }
 
 // New returns a gateway for a prepared configuration.

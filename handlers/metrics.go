@@ -43,6 +43,10 @@ var (
 		Namespace: "caddy", Subsystem: "ai_resilience", Name: "guard_actions_total",
 		Help: "Requests changed or stopped before any upstream call, by dialect and action (invalid, max_tokens_clamped, max_tokens_rejected, default_max_tokens, context_rejected, context_fallback, context_truncated, circuit_open).",
 	}, []string{"dialect", "action"})
+	paceTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "ai_resilience", Name: "upstream_paced_total",
+		Help: "Requests held (or refused) because the upstream reported its rate limit spent, by dialect and outcome (held, rejected).",
+	}, []string{"dialect", "outcome"})
 	overheadSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "ai_resilience", Name: "overhead_seconds",
 		Help:    "Time the gateway itself added to a request: total time less time in the upstream and in backoff waits.",
@@ -55,7 +59,7 @@ var (
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		requestsTotal, attemptsTotal, retriesTotal, fallbacksTotal, tokensTotal,
-		circuitTransitionsTotal, retryBudgetDeniedTotal, guardActionsTotal, overheadSeconds,
+		circuitTransitionsTotal, retryBudgetDeniedTotal, guardActionsTotal, paceTotal, overheadSeconds,
 	}
 }
 

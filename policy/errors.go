@@ -23,6 +23,11 @@ const (
 	ContextOverflow
 	// ModelUnavailable is a model whose circuit is open, with no fallback.
 	ModelUnavailable
+	// RequestsLimited is a request refused by a request-rate limit (a
+	// zone's rpm, or the upstream's own exhausted request window).
+	RequestsLimited
+	// TokensLimited is a request refused by a token-rate limit (tpm).
+	TokensLimited
 	// UpstreamUnreachable is a connection failure on the last attempt.
 	UpstreamUnreachable
 	// UpstreamTimeout is a timeout on the last attempt.
@@ -45,6 +50,8 @@ var errorShapes = [...]struct {
 	InvalidRequest:      {http.StatusBadRequest, "invalid_request_error", http.StatusBadRequest, "invalid_request_error", ""},
 	ContextOverflow:     {http.StatusBadRequest, "invalid_request_error", http.StatusBadRequest, "invalid_request_error", "context_length_exceeded"},
 	ModelUnavailable:    {529, "overloaded_error", http.StatusServiceUnavailable, "server_error", "model_unavailable"},
+	RequestsLimited:     {http.StatusTooManyRequests, "rate_limit_error", http.StatusTooManyRequests, "requests", "rate_limit_exceeded"},
+	TokensLimited:       {http.StatusTooManyRequests, "rate_limit_error", http.StatusTooManyRequests, "tokens", "rate_limit_exceeded"},
 	UpstreamUnreachable: {http.StatusBadGateway, "api_error", http.StatusBadGateway, "server_error", "bad_gateway"},
 	UpstreamTimeout:     {http.StatusGatewayTimeout, "timeout_error", http.StatusGatewayTimeout, "server_error", "timeout"},
 }
@@ -113,6 +120,8 @@ func (k ErrorKind) String() string {
 		return "context_length_exceeded"
 	case ModelUnavailable:
 		return "model_unavailable"
+	case RequestsLimited, TokensLimited:
+		return "rate_limit_error"
 	case UpstreamUnreachable:
 		return "connection_error"
 	default:
