@@ -542,6 +542,9 @@ func (c *call) writeError(kind policy.ErrorKind, msg, param string) {
 // appends the dialect's in-band error so the client cannot take the cut
 // answer for a whole one (SPEC "Streaming").
 func (c *call) completeResponse() {
+	if c.aw.strip != nil {
+		c.aw.strip.flush()
+	}
 	c.tap.finish()
 	c.end = ending{status: c.aw.status, errorType: c.tap.errorType}
 	if successful(c.aw.status) {

@@ -40,6 +40,9 @@ type attemptWriter struct {
 	verdict policy.Verdict
 	held    *bytes.Buffer // the body of a held response, pooled
 	tap     *responseTap
+	// strip, when set, leaves the usage chunk the gateway asked for out of
+	// a successful Chat Completions stream.
+	strip *usageStripper
 }
 
 // reset prepares the writer for a new attempt.
@@ -99,6 +102,9 @@ func (aw *attemptWriter) Write(p []byte) (int, error) {
 		fallthrough
 	case stateCommitted:
 		aw.tap.write(p)
+		if aw.strip != nil && aw.tap.sse {
+			return aw.strip.write(p)
+		}
 		return aw.rw.Write(p)
 	}
 	// Abandoned: the gateway has moved on; swallow the rest quietly so the

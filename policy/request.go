@@ -62,3 +62,26 @@ func RewriteModel(body []byte, model string) ([]byte, error) {
 func bytesView(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
+
+// RequestStreamUsage makes an OpenAI Chat Completions stream request ask for
+// the final usage chunk (`stream_options.include_usage`), which the gateway
+// needs to settle token limits to real usage. It reports whether it changed
+// the body: only then is the extra chunk the client's to lose, and the
+// gateway strips it again (reference §7.6).
+func RequestStreamUsage(body []byte) ([]byte, bool) {
+	if gjson.GetBytes(body, "stream_options.include_usage").Type == gjson.True {
+		return body, false
+	}
+	out, err := sjson.SetBytes(body, "stream_options.include_usage", true)
+	if err != nil {
+		return body, false
+	}
+	return out, true
+}
+
+// IsUsageOnlyChunk reports whether a Chat Completions stream event's data is
+// the usage chunk that include_usage adds: empty choices and a usage object.
+func IsUsageOnlyChunk(data []byte) bool {
+	r := gjson.GetManyBytes(data, "choices.#", "usage")
+	return r[0].Exists() && r[0].Int() == 0 && r[1].IsObject()
+}
