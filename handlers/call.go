@@ -166,6 +166,9 @@ func (c *call) guard() bool {
 	// A request naming no output cap reserves none: the provider accepts it
 	// and stops at the window, so counting the model's maximum here would
 	// refuse requests the provider serves.
+	if policy.FitsByBodySize(int64(len(c.payload)), outputCap, facts.ContextWindow) {
+		return true
+	}
 	input := policy.EstimateInputTokens(c.dialect, c.endpoint, c.payload)
 	if policy.FitsContext(input, outputCap, facts.ContextWindow) {
 		return true

@@ -42,7 +42,7 @@ func (c *call) finish() {
 			zap.String("endpoint", c.endpoint.String()),
 			zap.String("model", c.req.Model),
 			zap.String("served_model", c.model),
-			zap.Bool("stream", c.req.Stream),
+			zap.Bool("stream", c.tap.sse),
 			zap.Int("status", status),
 			zap.Int("attempts", c.attempts),
 			zap.Float64("latency_ms", float64(elapsed.Microseconds())/1000),

@@ -75,7 +75,7 @@ func (t *responseTap) scan(p []byte) {
 		}
 	}
 	for len(p) > 0 {
-		i := bytes.IndexAny(p, "\r\n")
+		i := lineEnd(p)
 		if i < 0 {
 			t.line = append(t.line, p...)
 			return
@@ -102,6 +102,21 @@ func (t *responseTap) scan(p []byte) {
 		t.line = t.line[:0]
 		p = p[skip:]
 	}
+}
+
+// lineEnd returns the index of the first \n or \r in p, or -1. Streams
+// use \n, so the \r search is confined to the text before it; this is
+// several times faster than bytes.IndexAny on every event.
+func lineEnd(p []byte) int {
+	n := bytes.IndexByte(p, '\n')
+	scope := p
+	if n >= 0 {
+		scope = p[:n]
+	}
+	if r := bytes.IndexByte(scope, '\r'); r >= 0 {
+		return r
+	}
+	return n
 }
 
 // field handles one complete line of an event stream.

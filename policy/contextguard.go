@@ -45,6 +45,22 @@ func FitsContext(input, output, window int64) bool {
 	return input <= window && output <= window-input
 }
 
+// mediaMargin is the tokens FitsByBodySize allows for image and document
+// blocks, which the estimator charges a fixed cost (up to 3,000 tokens)
+// whatever their size in the body: about twenty images by URL.
+const mediaMargin = 32_000
+
+// FitsByBodySize reports whether a body of bodyLen bytes fits the window
+// whatever it holds, so the estimate need not be made. The estimator never
+// counts more than about 0.53 tokens per byte of text and JSON (measured
+// over random text of every character class), so a body no longer than the
+// window, less the output cap and a margin for media blocks, fits. Most
+// requests are far below their model's window; this spares them a pass over
+// the body.
+func FitsByBodySize(bodyLen, output, window int64) bool {
+	return window <= 0 || bodyLen+mediaMargin <= window-output
+}
+
 // ChooseModel returns the model a request should go to under the reject
 // guard: model itself when its window holds input+output, else the first
 // model down its fallback chain whose window does, which the caller then

@@ -9,18 +9,17 @@ import (
 )
 
 // Request is what the gateway reads from a request body before the first
-// attempt. It is read with one pass over the top level of the JSON, so a
-// large body costs one scan, not one per field.
+// attempt.
 type Request struct {
 	// Model is the body's top-level "model" string, or empty.
 	Model string
-	// Stream is true when the body asks for server-sent events.
-	Stream bool
 }
 
-// ReadRequest reads the fields the gateway needs from a JSON request body.
-// A body that is not a JSON object yields the zero Request: such a request
-// is still proxied (the provider will answer it), only without fallback.
+// ReadRequest reads the fields the gateway needs from a JSON request body,
+// walking the top level only until it finds them: the SDKs put "model" near
+// the start, so a long conversation after it is not scanned. A body that is
+// not a JSON object yields the zero Request: such a request is still
+// proxied (or refused by validation), only without fallback.
 func ReadRequest(body []byte) Request {
 	var req Request
 	// The body stays alive for the whole call; the view avoids copying a
@@ -29,19 +28,14 @@ func ReadRequest(body []byte) Request {
 	if !doc.IsObject() {
 		return req
 	}
-	found := 0
 	doc.ForEach(func(key, value gjson.Result) bool {
-		switch key.Str {
-		case "model":
-			if value.Type == gjson.String {
-				req.Model = string([]byte(value.Str)) // copy: the body buffer is pooled
-			}
-			found++
-		case "stream":
-			req.Stream = value.Type == gjson.True
-			found++
+		if key.Str != "model" {
+			return true
 		}
-		return found < 2
+		if value.Type == gjson.String {
+			req.Model = string([]byte(value.Str)) // copy: the body buffer is pooled
+		}
+		return false
 	})
 	return req
 }
@@ -69,7 +63,8 @@ func bytesView(b []byte) string {
 // the body: only then is the extra chunk the client's to lose, and the
 // gateway strips it again (reference §7.6).
 func RequestStreamUsage(body []byte) ([]byte, bool) {
-	if gjson.GetBytes(body, "stream_options.include_usage").Type == gjson.True {
+	r := gjson.GetManyBytes(body, "stream", "stream_options.include_usage")
+	if r[0].Type != gjson.True || r[1].Type == gjson.True {
 		return body, false
 	}
 	out, err := sjson.SetBytes(body, "stream_options.include_usage", true)

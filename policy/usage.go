@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"strings"
 
 	"github.com/tidwall/gjson"
 )
@@ -18,23 +19,37 @@ type Usage struct {
 	StopReason string
 }
 
-// UsageFromBody reads usage from a complete, non-streamed JSON response.
+// UsageFromBody reads usage from a complete, non-streamed JSON response,
+// in one walk over its top level without copying the body.
 func UsageFromBody(d Dialect, e Endpoint, body []byte) Usage {
 	var u Usage
-	switch {
-	case d == Anthropic:
-		r := gjson.GetManyBytes(body, "usage", "stop_reason")
-		u.addAnthropic(r[0])
-		u.StopReason = r[1].Str
-	case e == Responses:
-		r := gjson.GetManyBytes(body, "usage.input_tokens", "usage.output_tokens", "status", "incomplete_details.reason")
-		u.InputTokens, u.OutputTokens = r[0].Int(), r[1].Int()
-		u.StopReason = responsesStop(r[2].Str, r[3].Str)
-	default: // chat completions, completions, embeddings
-		r := gjson.GetManyBytes(body, "usage.prompt_tokens", "usage.completion_tokens", "choices.0.finish_reason")
-		u.InputTokens, u.OutputTokens = r[0].Int(), r[1].Int()
-		u.StopReason = r[2].Str
+	var status, incomplete string
+	gjson.Parse(bytesView(body)).ForEach(func(key, value gjson.Result) bool {
+		switch key.Str {
+		case "usage":
+			switch {
+			case d == Anthropic:
+				u.addAnthropic(value)
+			case e == Responses:
+				u.InputTokens, u.OutputTokens = gjson.Get(value.Raw, "input_tokens").Int(), gjson.Get(value.Raw, "output_tokens").Int()
+			default: // chat completions, completions, embeddings
+				u.InputTokens, u.OutputTokens = gjson.Get(value.Raw, "prompt_tokens").Int(), gjson.Get(value.Raw, "completion_tokens").Int()
+			}
+		case "stop_reason":
+			u.StopReason = value.Str
+		case "choices":
+			u.StopReason = gjson.Get(value.Raw, "0.finish_reason").Str
+		case "status":
+			status = value.Str
+		case "incomplete_details":
+			incomplete = gjson.Get(value.Raw, "reason").Str
+		}
+		return true
+	})
+	if e == Responses && d == OpenAI {
+		u.StopReason = responsesStop(status, incomplete)
 	}
+	u.StopReason = strings.Clone(u.StopReason) // the body buffer is pooled
 	return u
 }
 
@@ -125,21 +140,30 @@ func (s *StreamProgress) observeResponses(event, data []byte) {
 
 // observeChat follows Chat Completions and legacy Completions streams: usage
 // comes in a final chunk (when stream_options.include_usage is set), the
-// finish reason in the last choice chunk, and `data: [DONE]` ends it.
+// finish reason in the last choice chunk, and `data: [DONE]` ends it. Every
+// chunk passes here, so it is one walk over the chunk's top level with no
+// copy unless a finish reason is kept.
 func (s *StreamProgress) observeChat(data []byte) {
 	if bytes.Equal(bytes.TrimSpace(data), doneMarker) {
 		s.Done = true
 		return
 	}
-	r := gjson.GetManyBytes(data, "usage", "choices.0.finish_reason", "error")
-	if r[0].IsObject() {
-		u := gjson.GetMany(r[0].Raw, "prompt_tokens", "completion_tokens")
-		s.InputTokens, s.OutputTokens = u[0].Int(), u[1].Int()
-	}
-	if r[1].Str != "" {
-		s.StopReason = r[1].Str
-	}
-	if r[2].IsObject() {
-		s.Done = true
-	}
+	gjson.Parse(bytesView(data)).ForEach(func(key, value gjson.Result) bool {
+		switch key.Str {
+		case "usage":
+			if value.IsObject() {
+				s.InputTokens = gjson.Get(value.Raw, "prompt_tokens").Int()
+				s.OutputTokens = gjson.Get(value.Raw, "completion_tokens").Int()
+			}
+		case "choices":
+			if fr := gjson.Get(value.Raw, "0.finish_reason"); fr.Str != "" {
+				s.StopReason = strings.Clone(fr.Str)
+			}
+		case "error":
+			if value.IsObject() {
+				s.Done = true
+			}
+		}
+		return true
+	})
 }

@@ -1,0 +1,166 @@
+package policy_test
+
+// Benchmarks of the per-request decisions on the gateway's hot path.
+//
+//	go test -run '^$' -bench . -benchmem ./policy/
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/ai-resilience/caddy-ai-resilience/policy"
+)
+
+// messagesBody returns an Anthropic Messages request of about size bytes.
+// With modelFirst the small fields lead, as the SDKs write them; otherwise
+// they trail the conversation, the worst case for a reader that stops early.
+func messagesBody(size int, modelFirst, stream bool) []byte {
+	small := `"model":"claude-sonnet-4-5","max_tokens":1024`
+	if stream {
+		small += `,"stream":true`
+	}
+	var conv strings.Builder
+	conv.WriteString(`"system":"You are a helpful assistant.","messages":[`)
+	const turn = `{"role":"user","content":[{"type":"text","text":"%s"}]},{"role":"assistant","content":[{"type":"text","text":"%s"}]},`
+	word := "lorem ipsum dolor sit amet "
+	for conv.Len() < size-len(small)-60 {
+		n := min(40, (size-len(small)-60-conv.Len())/len(word)/2+1)
+		fmt.Fprintf(&conv, turn, strings.Repeat(word, n), strings.Repeat(word, n))
+	}
+	conv.WriteString(`{"role":"user","content":"Summarise."}]`)
+	if modelFirst {
+		return []byte("{" + small + "," + conv.String() + "}")
+	}
+	return []byte("{" + conv.String() + "," + small + "}")
+}
+
+var readRequestSink policy.Request
+
+func BenchmarkReadRequest(b *testing.B) {
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"1KB", 1 << 10}, {"100KB", 100 << 10}} {
+		for _, c := range []struct {
+			name               string
+			modelFirst, stream bool
+		}{
+			{"model_first", true, false},
+			{"model_last", false, false},
+		} {
+			body := messagesBody(size.n, c.modelFirst, c.stream)
+			b.Run(size.name+"/"+c.name, func(b *testing.B) {
+				want := policy.ReadRequest(body)
+				if want.Model != "claude-sonnet-4-5" {
+					b.Fatalf("ReadRequest = %+v", want)
+				}
+				b.SetBytes(int64(len(body)))
+				b.ReportAllocs()
+				for b.Loop() {
+					readRequestSink = policy.ReadRequest(body)
+				}
+			})
+		}
+	}
+}
+
+func BenchmarkRewriteModel(b *testing.B) {
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"1KB", 1 << 10}, {"100KB", 100 << 10}} {
+		for _, first := range []bool{true, false} {
+			name := size.name + "/model_first"
+			if !first {
+				name = size.name + "/model_last"
+			}
+			body := messagesBody(size.n, first, false)
+			b.Run(name, func(b *testing.B) {
+				b.SetBytes(int64(len(body)))
+				b.ReportAllocs()
+				for b.Loop() {
+					out, err := policy.RewriteModel(body, "claude-haiku-4-5")
+					if err != nil || len(out) == 0 {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+var usageSink policy.Usage
+
+func BenchmarkUsageFromBody(b *testing.B) {
+	text := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 30)
+	cases := []struct {
+		name string
+		d    policy.Dialect
+		e    policy.Endpoint
+		body string
+	}{
+		{"anthropic", policy.Anthropic, policy.Messages,
+			`{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"` + text +
+				`"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":2095,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":503,"service_tier":"standard"}}`},
+		{"openai_chat", policy.OpenAI, policy.ChatCompletions,
+			`{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion","created":1741570283,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"` + text +
+				`","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1117,"completion_tokens":46,"total_tokens":1163,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_fc9f1d7035"}`},
+		{"openai_responses", policy.OpenAI, policy.Responses,
+			`{"id":"resp_67ccd3a9da748190baa7f1570fe91ac604becb25c8b7a","object":"response","created_at":1741476777,"status":"completed","error":null,"incomplete_details":null,"instructions":null,"max_output_tokens":null,"model":"gpt-4o-2024-08-06","output":[{"type":"message","id":"msg_67ccd3acc8d48190a77525dc6de64b4104becb25c8b7a","status":"completed","role":"assistant","content":[{"type":"output_text","text":"` + text +
+				`","annotations":[]}]}],"parallel_tool_calls":true,"previous_response_id":null,"reasoning":{"effort":null,"summary":null},"store":true,"temperature":1.0,"text":{"format":{"type":"text"}},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled","usage":{"input_tokens":328,"input_tokens_details":{"cached_tokens":0},"output_tokens":52,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":380},"user":null,"metadata":{}}`},
+	}
+	for _, c := range cases {
+		body := []byte(c.body)
+		b.Run(c.name, func(b *testing.B) {
+			if u := policy.UsageFromBody(c.d, c.e, body); u.InputTokens == 0 || u.OutputTokens == 0 || u.StopReason == "" {
+				b.Fatalf("UsageFromBody = %+v", u)
+			}
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				usageSink = policy.UsageFromBody(c.d, c.e, body)
+			}
+		})
+	}
+}
+
+// BenchmarkStreamProgressObserve measures one event of each kind a stream
+// carries; the delta events are the ones that dominate a long stream.
+func BenchmarkStreamProgressObserve(b *testing.B) {
+	type event struct{ name, data string }
+	cases := []struct {
+		name string
+		d    policy.Dialect
+		e    policy.Endpoint
+		ev   event
+	}{
+		{"anthropic/message_start", policy.Anthropic, policy.Messages, event{"message_start",
+			`{"type":"message_start","message":{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":2095,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}`}},
+		{"anthropic/content_block_delta", policy.Anthropic, policy.Messages, event{"content_block_delta",
+			`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" jumps over"}}`}},
+		{"anthropic/message_delta", policy.Anthropic, policy.Messages, event{"message_delta",
+			`{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":200}}`}},
+		{"anthropic/message_stop", policy.Anthropic, policy.Messages, event{"message_stop", `{"type":"message_stop"}`}},
+		{"openai_chat/delta", policy.OpenAI, policy.ChatCompletions, event{"",
+			`{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion.chunk","created":1741570283,"model":"gpt-4o-2024-08-06","service_tier":"default","system_fingerprint":"fp_fc9f1d7035","choices":[{"index":0,"delta":{"content":" jumps over"},"logprobs":null,"finish_reason":null}],"usage":null}`}},
+		{"openai_chat/usage", policy.OpenAI, policy.ChatCompletions, event{"",
+			`{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion.chunk","created":1741570283,"model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":1117,"completion_tokens":46,"total_tokens":1163}}`}},
+		{"openai_chat/done", policy.OpenAI, policy.ChatCompletions, event{"", `[DONE]`}},
+		{"openai_responses/delta", policy.OpenAI, policy.Responses, event{"response.output_text.delta",
+			`{"type":"response.output_text.delta","sequence_number":12,"item_id":"msg_67ccd3acc8d48190a77525dc6de64b4104becb25c8b7a","output_index":0,"content_index":0,"delta":" jumps over","logprobs":[]}`}},
+		{"openai_responses/completed", policy.OpenAI, policy.Responses, event{"response.completed",
+			`{"type":"response.completed","sequence_number":240,"response":{"id":"resp_67ccd3a9da748190baa7f1570fe91ac604becb25c8b7a","object":"response","created_at":1741476777,"status":"completed","error":null,"incomplete_details":null,"model":"gpt-4o-2024-08-06","output":[{"type":"message","id":"msg_67ccd3acc8d48190a77525dc6de64b4104becb25c8b7a","status":"completed","role":"assistant","content":[{"type":"output_text","text":"The quick brown fox jumps over the lazy dog.","annotations":[]}]}],"usage":{"input_tokens":328,"input_tokens_details":{"cached_tokens":0},"output_tokens":52,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":380}}}`}},
+	}
+	for _, c := range cases {
+		name, data := []byte(c.ev.name), []byte(c.ev.data)
+		b.Run(c.name, func(b *testing.B) {
+			var s policy.StreamProgress
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Observe(c.d, c.e, name, data)
+			}
+		})
+	}
+}
