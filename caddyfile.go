@@ -47,6 +47,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		context_guard   reject|truncate|off
 //		validate        on|off
 //		pace_upstream   on|off
+//		limit <zone> {
+//			key      <placeholder>
+//			rpm      <n>
+//			tpm      <n>
+//			wait     <duration>
+//			max_keys <n>
+//		}
 //		circuit_breaker <failures> <cooldown> | off
 //		retry_budget    <percent> [<min_per_second>] | off
 //	}
@@ -108,6 +115,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if on, err = onOff(d); err == nil {
 				h.ValidateRequests = &on
 			}
+		case "limit":
+			err = h.parseLimit(d)
 		case "pace_upstream":
 			var on bool
 			if on, err = onOff(d); err == nil {
@@ -360,6 +369,49 @@ func (h *Handler) parseRetryBudget(d *caddyfile.Dispenser) error {
 		b.MinPerSecond = &floor
 	}
 	h.RetryBudget = b
+	return nil
+}
+
+func (h *Handler) parseLimit(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Errf("limit needs a zone name and a block, e.g. `limit org { rpm 50 }`")
+	}
+	z := LimitZone{Zone: d.Val()}
+	if d.NextArg() {
+		return d.Errf("limit takes one zone name and a block, got another argument: %q", d.Val())
+	}
+	for _, other := range h.Limit {
+		if other.Zone == z.Zone {
+			return d.Errf("zone %q is limited twice in this handler; merge the blocks", z.Zone)
+		}
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "key":
+			z.Key, err = oneArg(d)
+		case "rpm":
+			err = parseCount(d, &z.RPM)
+		case "tpm":
+			err = parseCount(d, &z.TPM)
+		case "wait":
+			err = parseDuration(d, &z.Wait)
+		case "max_keys":
+			var n int64
+			if err = parseCount(d, &n); err == nil {
+				z.MaxKeys = int(n)
+			}
+		default:
+			err = d.Errf("unrecognized limit setting %q: use key, rpm, tpm, wait or max_keys", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if z.RPM == 0 && z.TPM == 0 {
+		return d.Errf("limit %s sets neither rpm nor tpm", z.Zone)
+	}
+	h.Limit = append(h.Limit, z)
 	return nil
 }
 

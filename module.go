@@ -140,6 +140,12 @@ type Handler struct {
 	// malformed requests the provider would reject anyway. Default: true.
 	ValidateRequests *bool `json:"validate,omitempty"`
 
+	// Rate-limit zones the request must fit, all of them, before it is
+	// sent. A zone name is shared by every ai_resilience handler that names
+	// it (they must give it the same settings), and its state survives a
+	// config reload that keeps those settings.
+	Limit []LimitZone `json:"limit,omitempty"`
+
 	// Whether to read the upstream's rate-limit headers
 	// (`anthropic-ratelimit-*`, `x-ratelimit-*`) on every response and hold
 	// new requests for this route until the reset when the upstream says
@@ -157,6 +163,28 @@ type Handler struct {
 
 	gateway *handlers.Gateway
 	logger  *zap.Logger
+}
+
+// LimitZone is one `limit <zone>` block: token buckets like the providers'
+// own, whose capacity is the per-minute number, refilled continuously (a
+// 60th of it each second).
+type LimitZone struct {
+	// The zone's name.
+	Zone string `json:"zone,omitempty"`
+	// A placeholder whose value splits the zone into one bucket pair per
+	// value, e.g. `{http.request.header.X-Team}`. Default: one bucket for
+	// the whole zone.
+	Key string `json:"key,omitempty"`
+	// Requests per minute. Default: not limited.
+	RPM int64 `json:"rpm,omitempty"`
+	// Tokens per minute: estimated input plus the output cap at admission,
+	// settled to the real usage from the response. Default: not limited.
+	TPM int64 `json:"tpm,omitempty"`
+	// How long a request may queue, in order of arrival, for capacity.
+	// Default: 0 (answer 429 at once).
+	Wait caddy.Duration `json:"wait,omitempty"`
+	// The most keys tracked at once. Default: 100000.
+	MaxKeys int `json:"max_keys,omitempty"`
 }
 
 // MaxTokens is the output-token ceiling.

@@ -41,7 +41,7 @@ var (
 	}, []string{"dialect"})
 	guardActionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "ai_resilience", Name: "guard_actions_total",
-		Help: "Requests changed or stopped before any upstream call, by dialect and action (invalid, max_tokens_clamped, max_tokens_rejected, default_max_tokens, context_rejected, context_fallback, context_truncated, circuit_open).",
+		Help: "Requests changed or stopped before any upstream call, by dialect and action (invalid, output_cap, max_tokens_rejected, context_rejected, context_fallback, context_truncated, circuit_open).",
 	}, []string{"dialect", "action"})
 	paceTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "ai_resilience", Name: "upstream_paced_total",

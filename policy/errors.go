@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 
@@ -84,8 +85,14 @@ func ErrorBody(d Dialect, k ErrorKind, message, param string) []byte {
 		}
 		v = openAIError{Error: detail}
 	}
-	b, _ := json.Marshal(v) // plain strings and structs cannot fail to marshal
-	return b
+	// Messages quote numbers with ">" and field names with backticks; the
+	// default HTML escaping would turn them into \u003e for no reader's
+	// benefit.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // plain strings and structs cannot fail to encode
+	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'})
 }
 
 type anthropicError struct {
