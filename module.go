@@ -161,8 +161,9 @@ type Handler struct {
 	// storm. Default: 20% plus 10 per second.
 	RetryBudget *RetryBudget `json:"retry_budget,omitempty"`
 
-	gateway *handlers.Gateway
-	logger  *zap.Logger
+	gateway  *handlers.Gateway
+	logger   *zap.Logger
+	zoneKeys []string // the zones taken from the pool, to give back
 }
 
 // LimitZone is one `limit <zone>` block: token buckets like the providers'
@@ -251,6 +252,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	cfg.Logger = h.logger
+	if cfg.Limits, err = h.loadLimits(); err != nil {
+		return err
+	}
 	h.gateway = handlers.New(cfg)
 	h.registerMetrics(ctx.GetMetricsRegistry())
 	return nil
@@ -454,5 +458,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

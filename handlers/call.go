@@ -48,7 +48,15 @@ type call struct {
 	waitTime     time.Duration // time sitting out backoff
 	last         failure       // the latest retryable failure
 	skipped      time.Duration // until a skipped model's circuit lets a probe through
-	end          ending
+
+	outputCap int64            // the output cap the request names, after the guards
+	estimate  int64            // estimated input tokens, when a zone counts tokens
+	reserved  int64            // tokens reserved in the zones
+	demands   []policy.Demand  // the zones and keys this request is in
+	demandBuf [4]policy.Demand // room for demands without an allocation
+	admission policy.Admission // what the zones reserved, to settle
+	admitted  bool             // admission holds a reservation
+	end       ending
 }
 
 // failure describes an attempt that failed in a retryable way.
@@ -102,6 +110,10 @@ func (c *call) run(next caddyhttp.Handler) error {
 		c.finish()
 		return nil
 	}
+	if !c.admit() {
+		c.finish()
+		return nil
+	}
 	c.base = c.payload
 	if !c.awaitUpstream() {
 		c.finish()
@@ -144,6 +156,7 @@ func (c *call) guard() bool {
 	cfg := &c.g.cfg
 	facts, _ := cfg.Models.Lookup(c.model)
 	payload, outputCap, capErr := policy.ApplyOutputCap(c.dialect, c.endpoint, c.payload, cfg.OutputCap, facts.MaxOutput)
+	c.outputCap = outputCap
 	if capErr != nil {
 		c.guardAction("max_tokens_rejected")
 		c.writeError(policy.InvalidRequest, capErr.Error(), capErr.Field)
@@ -219,6 +232,9 @@ func sameBytes(a, b []byte) bool {
 	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
+// reasonCircuitOpen is why a model was skipped without an attempt.
+const reasonCircuitOpen policy.Reason = "circuit_open"
+
 // modelOutcome is how the attempts on one model ended.
 type modelOutcome uint8
 
@@ -237,6 +253,7 @@ func (c *call) tryModel(next caddyhttp.Handler) (modelOutcome, error) {
 	if ok, retryIn := c.g.cfg.Circuit.Allow(c.model); !ok {
 		guardActionsTotal.WithLabelValues(c.dialect.String(), "circuit_open").Inc()
 		c.skipped = retryIn
+		c.last.reason = reasonCircuitOpen
 		return modelUnavailable, nil
 	}
 	for retry := 0; ; retry++ {

@@ -45,6 +45,8 @@ type Config struct {
 	ContextGuard policy.ContextMode
 	// Validate rejects malformed requests locally.
 	Validate bool
+	// Limits are the rate-limit zones every request must fit.
+	Limits []Limit
 	// PaceUpstream holds new requests while the upstream reports its rate
 	// limit spent.
 	PaceUpstream bool
@@ -61,6 +63,8 @@ type Gateway struct {
 	// pausedUntil is when the upstream's spent rate-limit window resets,
 	// in Unix nanoseconds (pace_upstream).
 	pausedUntil atomic.Int64
+	// tokenZones is true when a zone limits tokens.
+	tokenZones bool
 }
 
 // New returns a gateway for a prepared configuration.
@@ -68,7 +72,7 @@ func New(cfg Config) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	g := &Gateway{cfg: cfg}
+	g := &Gateway{cfg: cfg, tokenZones: countsTokens(cfg.Limits)}
 	cfg.Circuit.OnTransition(g.circuitChanged)
 	return g
 }

@@ -43,6 +43,19 @@ var (
 		Namespace: "caddy", Subsystem: "ai_resilience", Name: "guard_actions_total",
 		Help: "Requests changed or stopped before any upstream call, by dialect and action (invalid, output_cap, max_tokens_rejected, context_rejected, context_fallback, context_truncated, circuit_open).",
 	}, []string{"dialect", "action"})
+	limitedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "ai_resilience", Name: "limited_requests_total",
+		Help: "Requests meeting rate-limit zones, by zone and outcome (admitted at once, queued, rejected).",
+	}, []string{"zone", "outcome"})
+	limitTokensTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "ai_resilience", Name: "limit_tokens_total",
+		Help: "Tokens reserved at admission and settled to real usage, by model and kind (reserved, settled).",
+	}, []string{"model", "kind"})
+	estimateRatio = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "ai_resilience", Name: "estimate_ratio",
+		Help:    "Estimated input tokens divided by the input tokens the upstream reported, by dialect.",
+		Buckets: []float64{0.5, 0.75, 0.9, 1, 1.1, 1.25, 1.5, 2, 3},
+	}, []string{"dialect"})
 	paceTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "ai_resilience", Name: "upstream_paced_total",
 		Help: "Requests held (or refused) because the upstream reported its rate limit spent, by dialect and outcome (held, rejected).",
@@ -59,7 +72,7 @@ var (
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		requestsTotal, attemptsTotal, retriesTotal, fallbacksTotal, tokensTotal,
-		circuitTransitionsTotal, retryBudgetDeniedTotal, guardActionsTotal, paceTotal, overheadSeconds,
+		circuitTransitionsTotal, retryBudgetDeniedTotal, guardActionsTotal, paceTotal, limitedTotal, limitTokensTotal, estimateRatio, overheadSeconds,
 	}
 }
 

@@ -61,6 +61,7 @@ func (c *call) finish() {
 		ce.Write(fields...)
 	}
 
+	c.settle(usage, status)
 	dialect := c.dialect.String()
 	requestsTotal.WithLabelValues(dialect, modelLabel(c.req.Model), statusLabel(status)).Inc()
 	if usage.InputTokens > 0 {

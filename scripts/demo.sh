@@ -42,8 +42,8 @@ anthropic claude-haiku-4-5
 say "2. The upstream answers 429 (retry-after: 1) and then 529 before succeeding: the gateway retries, the client sees one success"
 anthropic claude-haiku-4-5 -H 'X-Mock-Script: 429:retry-after=1,529,200'
 
-say "3. claude-opus-4-5 is overloaded (529 every time): after its retries the request falls back to claude-sonnet-4-5"
-anthropic claude-opus-4-5
+say "3. claude-opus-4-5 is overloaded (529 every time): after its retries each request falls back to claude-sonnet-4-5; after 5 failures its circuit opens and the third request skips it without an upstream call"
+for _ in 1 2 3; do anthropic claude-opus-4-5; done
 
 say "4. OpenAI: gpt-5.1 answers 503; the request falls back to gpt-5-mini"
 curl -sS "$GW/v1/chat/completions" -H 'content-type: application/json' -H 'authorization: Bearer demo-key' \
@@ -59,6 +59,14 @@ say "6. Every attempt fails: the client gets the upstream's last error with x-sh
 curl -sS -D - -o /dev/null "$GW/v1/messages" -H 'content-type: application/json' -H 'x-api-key: demo-key' \
 	-H 'X-Mock-Script: 500' \
 	-d '{"model":"claude-haiku-4-5","max_tokens":64,"messages":[{"role":"user","content":"Hello"}]}' | grep -iE '^(HTTP|x-should-retry)'
+
+say "7. Team 'blue' sends a burst of 25 requests against its zone of 20 requests a minute: the rest get 429 at the gateway, never reaching the upstream"
+for i in $(seq 1 25); do
+	curl -sS -o /dev/null -w '%{http_code}\n' "$GW/v1/messages" -H 'content-type: application/json' -H 'x-api-key: demo-key' \
+		-H 'X-Team: blue' -d '{"model":"claude-haiku-4-5","max_tokens":64,"messages":[{"role":"user","content":"Hello"}]}'
+done | sort | uniq -c
+curl -sS -D - -o /dev/null "$GW/v1/messages" -H 'content-type: application/json' -H 'x-api-key: demo-key' -H 'X-Team: blue' \
+	-d '{"model":"claude-haiku-4-5","max_tokens":64,"messages":[{"role":"user","content":"Hello"}]}' | grep -iE '^(HTTP|retry-after|x-should-retry|anthropic-ratelimit-requests)'
 
 if [ -n "${DEMO_ONCE:-}" ]; then
 	exit 0

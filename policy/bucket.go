@@ -1,0 +1,134 @@
+package policy
+
+import (
+	"math/bits"
+	"time"
+)
+
+// Token buckets for the `limit` zones.
+//
+// SPEC "Limits" makes `rpm` and `tpm` token buckets like the providers' own:
+// the capacity is the per-minute number, refilled continuously, a 60th of it
+// each second. That is how Anthropic describes its limits ("your capacity is
+// continuously replenished up to your maximum limit, rather than being reset
+// at fixed intervals") and what OpenAI's x-ratelimit-reset-* headers describe
+// (the time until the bucket is full again, provider-semantics.md §2.7), so a
+// zone sized like the provider's limit refuses the requests the provider would.
+//
+// A bucket's state is a single instant: when it will be full again. This is
+// the Generic Cell Rate Algorithm's "theoretical arrival time" (GCRA, as in
+// rwz/redis-gcra and go-redis/redis_rate, caddy-modules.md §8.2) read as a
+// token bucket: the level at t is capacity·(1 − (full − t)/period), so taking
+// n tokens moves the instant n·period/capacity later, refilling needs no
+// write at all, and a full bucket is any instant at or before t. One int64 of
+// nanoseconds is a fixed-point level that never drifts (no fractional token
+// accumulates per update, unlike a float level with a last-update time such as
+// golang.org/x/time/rate's), it is 8 bytes per bucket where a rate.Limiter
+// is 80 (a mutex, two floats, an int and two time.Time), and it is the state the Redis
+// store of the next issue keeps in its Lua script, so both stores agree.
+//
+// The level may go below zero: a reservation that does not fit yet is still
+// taken, and the caller waits until the level is back to zero, deficit/rate.
+// A later arrival then finds the instant pushed further and waits behind the
+// earlier one, which is the first-come-first-served queue SPEC's `wait` asks
+// for, kept without any list of waiters.
+
+// limitPeriod is the window of `rpm` and `tpm`: a bucket refills its whole
+// capacity in one minute.
+const limitPeriod = int64(time.Minute)
+
+// maxDebt bounds how far past now a bucket's full instant may move (about 13
+// days of refill). Admission never gets near it, because a reservation fits
+// only within a wait bound; it only keeps the arithmetic from overflowing when
+// settlement charges usage far above the whole capacity.
+const maxDebt = int64(1) << 50
+
+// bucket is the shape of one token bucket: its capacity, shared by every key of
+// a zone, so that a tracked key stores nothing but its full instants. A zero
+// capacity limits nothing: every operation leaves the state as it is and
+// reserve never waits. The state arguments and results are nanoseconds on the
+// zone's clock; the methods are pure, and the zone store runs them under the
+// lock of the key's shard.
+type bucket struct {
+	capacity int64
+}
+
+// fits reports whether n tokens can ever be reserved: a request larger than the
+// whole bucket would wait forever, so the gateway refuses it for good (SPEC:
+// 429 with x-should-retry: false) rather than queueing it. golang.org/x/time/rate
+// has the same boundary and fails WaitN with an error there (§8.2).
+func (b bucket) fits(n int64) bool {
+	return b.capacity == 0 || n <= b.capacity
+}
+
+// span returns how long the bucket takes to refill n tokens, in nanoseconds:
+// n·period/capacity computed in 128 bits, so no capacity or count overflows.
+// It rounds down, so that capacity reservations of one token fill exactly one
+// period and a burst of N against capacity N admits all N; the error is below
+// one nanosecond per reservation. Counts that would take longer than maxDebt
+// saturate there.
+func (b bucket) span(n int64) int64 {
+	if n <= 0 || b.capacity <= 0 {
+		return 0
+	}
+	hi, lo := bits.Mul64(uint64(n), uint64(limitPeriod))
+	if hi >= uint64(b.capacity) {
+		return maxDebt
+	}
+	q, _ := bits.Div64(hi, lo, uint64(b.capacity))
+	return int64(min(q, uint64(maxDebt)))
+}
+
+// reserve takes n tokens at t from a bucket full at full. It returns the new
+// full instant and how long the caller must wait before the level is back to
+// zero (0 when the tokens are there now). It never refuses: the caller
+// compares the wait with its bound and keeps the old state to refuse, which
+// lets a zone decide its request and token buckets together.
+func (b bucket) reserve(full, t, n int64) (next, wait int64) {
+	if b.capacity == 0 {
+		return full, 0
+	}
+	next = min(max(full, t)+b.span(n), t+maxDebt)
+	return next, max(next-t-limitPeriod, 0)
+}
+
+// give returns n tokens at t to a bucket full at full: a cancelled
+// reservation, or a settlement below the estimate. A bucket never holds more
+// than its capacity, so the full instant does not move before t.
+func (b bucket) give(full, t, n int64) int64 {
+	if b.capacity == 0 {
+		return full
+	}
+	return max(full-b.span(n), t)
+}
+
+// adjust charges n tokens (n > 0) or gives back -n (n < 0) to a bucket full
+// at full, at t, without any bound: settlement and cancellation report what
+// already happened.
+func (b bucket) adjust(full, t, n int64) int64 {
+	if n < 0 {
+		return b.give(full, t, -n)
+	}
+	next, _ := b.reserve(full, t, n)
+	return next
+}
+
+// status reads a bucket full at full at instant t: the whole tokens left
+// (0 while reservations wait for refill) and the time until it is full again,
+// which is what both providers' reset headers report (provider-semantics.md
+// §1.5, §2.7).
+func (b bucket) status(full, t int64) (remaining int64, reset time.Duration) {
+	if b.capacity == 0 {
+		return 0, 0
+	}
+	debt := full - t
+	switch {
+	case debt <= 0:
+		return b.capacity, 0
+	case debt >= limitPeriod:
+		return 0, time.Duration(debt)
+	}
+	hi, lo := bits.Mul64(uint64(limitPeriod-debt), uint64(b.capacity))
+	q, _ := bits.Div64(hi, lo, uint64(limitPeriod))
+	return int64(q), time.Duration(debt)
+}

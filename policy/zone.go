@@ -1,0 +1,329 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"sync"
+	"time"
+)
+
+// DefaultMaxKeys is how many keys a zone tracks when its configuration names
+// no bound: enough for every team, user or API key of a large organisation,
+// and small enough that a client inventing a new key per request cannot
+// exhaust memory: about 6 MB when full, at some 64 bytes per key (measured in
+// zone_test.go).
+const DefaultMaxKeys = 100_000
+
+// ZoneConfig is one `limit <zone> { key; rpm; tpm; wait }` block (SPEC
+// "Limits") as the store needs it. The key placeholder itself stays with the
+// caller: it resolves it per request and passes the value in a Demand, ""
+// for a zone without a key, which then has one bucket pair for everyone.
+type ZoneConfig struct {
+	// Name is the zone's name; handlers naming the same zone share it.
+	Name string
+	// RPM is the request bucket's capacity, refilled over a minute. 0 means
+	// requests are not limited.
+	RPM int64
+	// TPM is the token bucket's capacity, refilled over a minute. 0 means
+	// tokens are not limited.
+	TPM int64
+	// Wait is how long a request may queue for capacity; 0 refuses at once.
+	Wait time.Duration
+	// MaxKeys bounds how many keys the zone tracks; 0 means DefaultMaxKeys.
+	MaxKeys int
+}
+
+// ZoneStatus describes a zone's buckets for one key, as the providers'
+// rate-limit headers do (anthropic-ratelimit-requests-limit/remaining/reset,
+// x-ratelimit-limit/remaining/reset-requests, and the same for tokens;
+// provider-semantics.md §1.5, §2.7). A limit of 0 means the zone does not
+// limit that dimension, and no header should be written for it. Remaining is
+// never negative, even while queued requests hold the bucket below zero; a
+// reset is the time until the bucket is full again.
+type ZoneStatus struct {
+	RequestsLimit, RequestsRemaining int64
+	RequestsReset                    time.Duration
+	TokensLimit, TokensRemaining     int64
+	TokensReset                      time.Duration
+}
+
+// ZoneStore holds the buckets of one zone, per key. Admit, Settle, Cancel and
+// Status reach the buckets only through it, so that a store shared by many
+// Caddy instances (Redis, running the same full-instant arithmetic as bucket
+// in a Lua script with reservation and refund; caddy-modules.md §8.2) can
+// replace the local one without touching the request path. Each call must be
+// atomic for its key, and a store must be safe for concurrent use.
+type ZoneStore interface {
+	// Reserve takes requests and tokens from key's buckets at now when the
+	// caller would have to wait at most maxWait for them, and returns that
+	// wait with ok. When the wait would be longer it takes nothing and
+	// returns the wait the request would have needed (the time until enough
+	// has refilled) with !ok. Callers never ask for more than a bucket's
+	// capacity: Admit refuses those for good before asking.
+	Reserve(key string, requests, tokens int64, maxWait time.Duration, now time.Time) (wait time.Duration, ok bool)
+	// Adjust charges key's buckets (positive counts) or gives back to them
+	// (negative counts) at now, without any bound: settlement and
+	// cancellation report what already happened. Giving back never fills a
+	// bucket above its capacity; charging may take it below zero.
+	Adjust(key string, requests, tokens int64, now time.Time)
+	// Status reads key's buckets at now.
+	Status(key string, now time.Time) ZoneStatus
+}
+
+// Zone is a named limit: a request bucket and a token bucket per key, held in
+// a ZoneStore. A Zone is safe for concurrent use; every handler that names the
+// zone should share one, so that their requests count together.
+type Zone struct {
+	cfg   ZoneConfig
+	store ZoneStore
+}
+
+// NewZone checks cfg and returns a zone with an empty local store: every key
+// starts with full buckets, as a new API key does at the provider.
+func NewZone(cfg ZoneConfig) (*Zone, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("limit: a zone needs a name")
+	}
+	switch {
+	case cfg.RPM < 0:
+		return nil, fmt.Errorf("limit %s: rpm %d is negative; use 0 to leave requests unlimited", cfg.Name, cfg.RPM)
+	case cfg.TPM < 0:
+		return nil, fmt.Errorf("limit %s: tpm %d is negative; use 0 to leave tokens unlimited", cfg.Name, cfg.TPM)
+	case cfg.RPM == 0 && cfg.TPM == 0:
+		return nil, fmt.Errorf("limit %s: set rpm, tpm or both, otherwise the zone limits nothing", cfg.Name)
+	case cfg.Wait < 0:
+		return nil, fmt.Errorf("limit %s: wait %v is negative; use 0 to refuse at once", cfg.Name, cfg.Wait)
+	case cfg.MaxKeys < 0:
+		return nil, fmt.Errorf("limit %s: max keys %d is negative; use 0 for the default of %d", cfg.Name, cfg.MaxKeys, DefaultMaxKeys)
+	case cfg.MaxKeys > maxMaxKeys:
+		return nil, fmt.Errorf("limit %s: max keys %d is more than the %d a zone can track", cfg.Name, cfg.MaxKeys, maxMaxKeys)
+	}
+	if cfg.MaxKeys == 0 {
+		cfg.MaxKeys = DefaultMaxKeys
+	}
+	return &Zone{cfg: cfg, store: newLocalStore(cfg, time.Now())}, nil
+}
+
+// Config returns the zone's configuration with defaults filled in. A config
+// reload can compare it with the new settings and keep the zone, and with it
+// every bucket, when they are equal.
+func (z *Zone) Config() ZoneConfig { return z.cfg }
+
+// Sizing of the local store's shards. A shard is one mutex over one map, so
+// more shards mean less contention and shorter eviction sweeps; larger ones
+// fill more evenly (a shard's share of random keys varies by about its square
+// root, and a full shard evicts even while others have room). Shards of 512
+// to 1023 keys keep that spread near 1 % (a million random keys in a zone
+// bounded at a million: 98.7 % held before the first eviction) and a sweep
+// under a microsecond.
+const (
+	shardTarget = 512
+	maxShards   = 1 << 12
+	// maxMaxKeys keeps a shard's slot positions within int32: four billion
+	// keys, some 250 GB, far beyond any sensible bound.
+	maxMaxKeys = 1 << 32
+)
+
+// localStore is the ZoneStore of one Caddy instance: a bounded map from key
+// to the key's two full instants, split into shards.
+//
+// Keys are stored as 64-bit hashes (hash/maphash, seeded per store): a slot is
+// 24 bytes whatever the key's length, nothing in the store holds a pointer for
+// the garbage collector to scan, and the store never keeps a key, which may be
+// a credential, in memory. Two keys share buckets only if their hashes
+// collide; the chance that any two of a million keys do is about 3·10⁻⁸, with
+// a seed an attacker cannot know, and the shared bucket then limits both,
+// which errs on the safe side.
+//
+// The bound is exact: each shard holds at most its share of MaxKeys, and a
+// new key always gets a slot, evicting under the same lock if the shard is
+// full. This is what ristretto cannot promise: its Set may be dropped, and a
+// key whose limiter was never stored gets a fresh full bucket on every request
+// (caddy-modules.md §0.10, §8.2). Here a key loses its state only by eviction,
+// and eviction is lossless first: a bucket pair that has refilled completely
+// equals a new one, so a full shard first drops every such pair. Only when
+// none has refilled, that is when the whole shard was active within about a
+// minute, does it drop the pair closest to full. An evicted key that comes
+// back starts full; that is the only way a key can gain capacity, and the
+// gain is bounded by the rule above: at most the smallest deficit in the
+// shard, taken only when every other key there is still refilling. Least
+// recently used, the rule of a cache, would instead drop a key deep in debt
+// that paused, and hand the heaviest user a full bucket when it returns.
+type localStore struct {
+	requests, tokens bucket
+	epoch            time.Time // the zone clock's zero; its monotonic reading keeps buckets steady across wall-clock jumps
+	seed             maphash.Seed
+	shift            uint // a key's shard is the top bits of its hash: hash >> shift
+	shards           []shard
+}
+
+// shard is one lock's worth of keys. The states live in a dense slice, which
+// an eviction sweep reads thirty times faster than it could iterate a map,
+// and the map only finds a key's slot.
+type shard struct {
+	mu    sync.Mutex
+	index map[uint64]int32 // key hash → position in slots; allocated on first use, so an idle shard costs only this struct
+	slots []slot
+	max   int // this shard's share of MaxKeys
+}
+
+// slot is one tracked key.
+type slot struct {
+	hash uint64
+	keyState
+}
+
+// keyState is a key's two buckets: the instants, in nanoseconds on the zone
+// clock, when they are full again. A key absent from its shard has both full.
+type keyState struct {
+	requests, tokens int64
+}
+
+// newLocalStore returns an empty store for cfg, whose clock starts at epoch.
+// Shards are a power of two (at most maxShards), sized near shardTarget, and
+// split MaxKeys exactly: the first MaxKeys mod shards of them hold one more.
+func newLocalStore(cfg ZoneConfig, epoch time.Time) *localStore {
+	n, shift := 1, uint(64)
+	for n*2 <= cfg.MaxKeys/shardTarget && n < maxShards {
+		n, shift = n*2, shift-1
+	}
+	s := &localStore{
+		requests: bucket{capacity: cfg.RPM},
+		tokens:   bucket{capacity: cfg.TPM},
+		epoch:    epoch,
+		seed:     maphash.MakeSeed(),
+		shift:    shift,
+		shards:   make([]shard, n),
+	}
+	for i := range s.shards {
+		s.shards[i].max = cfg.MaxKeys / n
+		if i < cfg.MaxKeys%n {
+			s.shards[i].max++
+		}
+	}
+	return s
+}
+
+// locate returns the nanoseconds on the zone clock at now, and the hash and
+// shard of key.
+func (s *localStore) locate(key string, now time.Time) (t int64, h uint64, sh *shard) {
+	h = maphash.String(s.seed, key)
+	return int64(now.Sub(s.epoch)), h, &s.shards[h>>s.shift]
+}
+
+// Reserve implements ZoneStore. Both buckets are decided together: the wait is
+// the longer of the two, and neither is charged unless both are.
+func (s *localStore) Reserve(key string, requests, tokens int64, maxWait time.Duration, now time.Time) (time.Duration, bool) {
+	t, h, sh := s.locate(key, now)
+	sh.mu.Lock()
+	i, st := sh.get(h, t)
+	r, rw := s.requests.reserve(st.requests, t, requests)
+	k, kw := s.tokens.reserve(st.tokens, t, tokens)
+	wait := time.Duration(max(rw, kw))
+	if wait > maxWait {
+		sh.mu.Unlock()
+		return wait, false
+	}
+	sh.put(h, i, keyState{r, k}, t)
+	sh.mu.Unlock()
+	return wait, true
+}
+
+// Adjust implements ZoneStore.
+func (s *localStore) Adjust(key string, requests, tokens int64, now time.Time) {
+	t, h, sh := s.locate(key, now)
+	sh.mu.Lock()
+	i, st := sh.get(h, t)
+	if i < 0 && requests <= 0 && tokens <= 0 {
+		// An untracked key is full; giving back cannot change it.
+		sh.mu.Unlock()
+		return
+	}
+	st.requests = s.requests.adjust(st.requests, t, requests)
+	st.tokens = s.tokens.adjust(st.tokens, t, tokens)
+	sh.put(h, i, st, t)
+	sh.mu.Unlock()
+}
+
+// Status implements ZoneStore.
+func (s *localStore) Status(key string, now time.Time) ZoneStatus {
+	t, h, sh := s.locate(key, now)
+	sh.mu.Lock()
+	_, st := sh.get(h, t)
+	sh.mu.Unlock()
+	zs := ZoneStatus{RequestsLimit: s.requests.capacity, TokensLimit: s.tokens.capacity}
+	zs.RequestsRemaining, zs.RequestsReset = s.requests.status(st.requests, t)
+	zs.TokensRemaining, zs.TokensReset = s.tokens.status(st.tokens, t)
+	return zs
+}
+
+// get returns the slot position and state of hash h, or -1 and two full
+// buckets at t when the shard does not track it. The caller holds sh.mu.
+func (sh *shard) get(h uint64, t int64) (int32, keyState) {
+	if i, ok := sh.index[h]; ok {
+		return i, sh.slots[i].keyState
+	}
+	return -1, keyState{t, t}
+}
+
+// put stores st for hash h at slot position i, or in a new slot when i is -1.
+// A new key gets its slot at once, evicting first if the shard is full, so no
+// write is ever lost. The slice grows by doubling up to the shard's bound and
+// never past it. The caller holds sh.mu.
+func (sh *shard) put(h uint64, i int32, st keyState, t int64) {
+	if i >= 0 {
+		sh.slots[i].keyState = st
+		return
+	}
+	if sh.index == nil {
+		sh.index = make(map[uint64]int32)
+	}
+	if len(sh.slots) >= sh.max {
+		sh.evict(t)
+	}
+	if len(sh.slots) == cap(sh.slots) {
+		grown := make([]slot, len(sh.slots), min(max(2*cap(sh.slots), 8), sh.max))
+		copy(grown, sh.slots)
+		sh.slots = grown
+	}
+	sh.index[h] = int32(len(sh.slots))
+	sh.slots = append(sh.slots, slot{h, st})
+}
+
+// evict makes room in a full shard at t: it drops every key whose buckets
+// have both refilled, and when there is none, the key closest to full (see
+// localStore). One pass over the shard does both, and a pass that frees many
+// refilled keys pays for the inserts that follow it. The caller holds sh.mu.
+func (sh *shard) evict(t int64) {
+	closest, soonest := 0, int64(math.MaxInt64)
+	freed := false
+	for i := 0; i < len(sh.slots); {
+		full := max(sh.slots[i].requests, sh.slots[i].tokens)
+		if full <= t {
+			sh.remove(i)
+			freed = true
+			continue // the last slot moved into i
+		}
+		if full < soonest {
+			closest, soonest = i, full
+		}
+		i++
+	}
+	if !freed {
+		sh.remove(closest)
+	}
+}
+
+// remove drops the slot at position i, moving the last slot into its place.
+// The caller holds sh.mu.
+func (sh *shard) remove(i int) {
+	delete(sh.index, sh.slots[i].hash)
+	last := len(sh.slots) - 1
+	if i != last {
+		sh.slots[i] = sh.slots[last]
+		sh.index[sh.slots[i].hash] = int32(i)
+	}
+	sh.slots = sh.slots[:last]
+}
