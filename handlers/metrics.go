@@ -11,61 +11,55 @@ import (
 // config load's registry by the module: Caddy makes a new registry per load
 // (caddy-modules.md §0.8), and two handlers must not register twice.
 var (
-	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "ai_resilience", Name: "requests_total",
-		Help: "LLM API requests handled, by dialect, requested model and the status the client received.",
-	}, []string{"dialect", "model", "status"})
-	attemptsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "ai_resilience", Name: "attempts_total",
-		Help: "Upstream attempts, first tries and retries, by dialect and the model tried.",
-	}, []string{"dialect", "model"})
-	retriesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "ai_resilience", Name: "retries_total",
-		Help: "Retries of the same model, by dialect, model and the reason the previous attempt failed.",
-	}, []string{"dialect", "model", "reason"})
-	fallbacksTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "ai_resilience", Name: "fallbacks_total",
-		Help: "Requests sent on to a fallback model, by the unavailable model and its fallback.",
-	}, []string{"from", "to"})
-	tokensTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "ai_resilience", Name: "tokens_total",
-		Help: "Tokens reported by upstream usage, by the model that served and direction (input or output).",
-	}, []string{"model", "direction"})
-	circuitTransitionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "ai_resilience", Name: "circuit_transitions_total",
-		Help: "Circuit breaker transitions, by model and the state entered (open, half_open, closed).",
-	}, []string{"model", "to"})
-	retryBudgetDeniedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "ai_resilience", Name: "retry_budget_denied_total",
-		Help: "Retries and fallbacks not made because the retry budget was spent, by dialect.",
-	}, []string{"dialect"})
-	guardActionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "ai_resilience", Name: "guard_actions_total",
-		Help: "Requests changed or stopped before any upstream call, by dialect and action (invalid, output_cap, max_tokens_rejected, context_rejected, context_fallback, context_truncated, circuit_open).",
-	}, []string{"dialect", "action"})
-	limitedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "ai_resilience", Name: "limited_requests_total",
-		Help: "Requests meeting rate-limit zones, by zone and outcome (admitted at once, queued, rejected).",
-	}, []string{"zone", "outcome"})
-	limitTokensTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "ai_resilience", Name: "limit_tokens_total",
-		Help: "Tokens reserved at admission and settled to real usage, by model and kind (reserved, settled).",
-	}, []string{"model", "kind"})
+	requestsTotal = counter("requests_total",
+		"LLM API requests handled, by dialect, requested model and the status the client received.",
+		"dialect", "model", "status")
+	attemptsTotal = counter("attempts_total",
+		"Upstream attempts, first tries and retries, by dialect and the model tried.",
+		"dialect", "model")
+	retriesTotal = counter("retries_total",
+		"Retries of the same model, by dialect, model and the reason the previous attempt failed.",
+		"dialect", "model", "reason")
+	fallbacksTotal = counter("fallbacks_total",
+		"Requests sent on to a fallback model, by the unavailable model and its fallback.",
+		"from", "to")
+	tokensTotal = counter("tokens_total",
+		"Tokens reported by upstream usage, by the model that served and direction (input or output).",
+		"model", "direction")
+	circuitTransitionsTotal = counter("circuit_transitions_total",
+		"Circuit breaker transitions, by model and the state entered (open, half_open, closed).",
+		"model", "to")
+	retryBudgetDeniedTotal = counter("retry_budget_denied_total",
+		"Retries and fallbacks not made because the retry budget was spent, by dialect.",
+		"dialect")
+	guardActionsTotal = counter("guard_actions_total",
+		"Requests changed or stopped before any upstream call, by dialect and action (invalid, output_cap, max_tokens_rejected, context_rejected, context_fallback, context_truncated, circuit_open).",
+		"dialect", "action")
+	limitedTotal = counter("limited_requests_total",
+		"Requests meeting rate-limit zones, by zone and outcome (admitted at once, queued, rejected).",
+		"zone", "outcome")
+	limitTokensTotal = counter("limit_tokens_total",
+		"Tokens reserved at admission and settled to real usage, by model and kind (reserved, settled).",
+		"model", "kind")
 	estimateRatio = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "ai_resilience", Name: "estimate_ratio",
 		Help:    "Estimated input tokens divided by the input tokens the upstream reported, by dialect.",
 		Buckets: []float64{0.5, 0.75, 0.9, 1, 1.1, 1.25, 1.5, 2, 3},
 	}, []string{"dialect"})
-	paceTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "ai_resilience", Name: "upstream_paced_total",
-		Help: "Requests held (or refused) because the upstream reported its rate limit spent, by dialect and outcome (held, rejected).",
-	}, []string{"dialect", "outcome"})
+	paceTotal = counter("upstream_paced_total",
+		"Requests held (or refused) because the upstream reported its rate limit spent, by dialect and outcome (held, rejected).",
+		"dialect", "outcome")
 	overheadSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "ai_resilience", Name: "overhead_seconds",
 		Help:    "Time the gateway itself added to a request: total time less time in the upstream and in backoff waits.",
 		Buckets: []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2},
 	}, []string{"dialect"})
 )
+
+// counter makes a counter named caddy_ai_resilience_<name>.
+func counter(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "caddy", Subsystem: "ai_resilience", Name: name, Help: help}, labels)
+}
 
 // Collectors returns the gateway's metrics, for registration in each
 // config load's registry.
