@@ -9,11 +9,11 @@ import (
 //
 // SPEC "Limits" makes `rpm` and `tpm` token buckets like the providers' own:
 // the capacity is the per-minute number, refilled continuously, a 60th of it
-// each second. That is how Anthropic describes its limits ("your capacity is
-// continuously replenished up to your maximum limit, rather than being reset
-// at fixed intervals") and what OpenAI's x-ratelimit-reset-* headers describe
-// (the time until the bucket is full again, provider-semantics.md §2.7), so a
-// zone sized like the provider's limit refuses the requests the provider would.
+// each second. Anthropic documents its own limits as such a token bucket,
+// replenished continuously up to the maximum rather than reset at fixed
+// intervals, and OpenAI's x-ratelimit-reset-* headers report the time until
+// the bucket is full again (provider-semantics.md §2.7), so a zone sized like
+// the provider's limit refuses the requests the provider would.
 //
 // A bucket's state is a single instant: when it will be full again. This is
 // the Generic Cell Rate Algorithm's "theoretical arrival time" (GCRA, as in
@@ -24,8 +24,9 @@ import (
 // nanoseconds is a fixed-point level that never drifts (no fractional token
 // accumulates per update, unlike a float level with a last-update time such as
 // golang.org/x/time/rate's), it is 8 bytes per bucket where a rate.Limiter
-// is 80 (a mutex, two floats, an int and two time.Time), and it is the state the Redis
-// store of the next issue keeps in its Lua script, so both stores agree.
+// is 80 (a mutex, two floats, an int and two time.Time), and it is the state
+// the Redis store of the next issue keeps in its Lua script, so both stores
+// agree.
 //
 // The level may go below zero: a reservation that does not fit yet is still
 // taken, and the caller waits until the level is back to zero, deficit/rate.
@@ -39,7 +40,7 @@ const limitPeriod = int64(time.Minute)
 
 // maxDebt bounds how far past now a bucket's full instant may move (about 13
 // days of refill). Admission never gets near it, because a reservation fits
-// only within a wait bound; it only keeps the arithmetic from overflowing when
+// only within its wait bound; it only keeps the arithmetic from overflowing when
 // settlement charges usage far above the whole capacity.
 const maxDebt = int64(1) << 50
 
@@ -55,17 +56,18 @@ type bucket struct {
 
 // fits reports whether n tokens can ever be reserved: a request larger than the
 // whole bucket would wait forever, so the gateway refuses it for good (SPEC:
-// 429 with x-should-retry: false) rather than queueing it. golang.org/x/time/rate
-// has the same boundary and fails WaitN with an error there (§8.2).
+// 429 with x-should-retry: false) rather than queueing it.
+// golang.org/x/time/rate has the same boundary and fails WaitN with an error
+// there (caddy-modules.md §8.2).
 func (b bucket) fits(n int64) bool {
 	return b.capacity == 0 || n <= b.capacity
 }
 
 // span returns how long the bucket takes to refill n tokens, in nanoseconds:
 // n·period/capacity computed in 128 bits, so no capacity or count overflows.
-// It rounds down, so that capacity reservations of one token fill exactly one
-// period and a burst of N against capacity N admits all N; the error is below
-// one nanosecond per reservation. Counts that would take longer than maxDebt
+// It rounds down, so that capacity reservations of one token never take more
+// than one period and a burst of N against capacity N admits all N; the error
+// is below one nanosecond per reservation. Counts that would take longer than maxDebt
 // saturate there.
 func (b bucket) span(n int64) int64 {
 	if n <= 0 || b.capacity <= 0 {

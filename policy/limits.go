@@ -2,18 +2,19 @@ package policy
 
 import "time"
 
-// Demand is what one request asks of one zone: the zone, and the value of its
-// key placeholder for this request ("" for a zone without a key). A request
-// is in every zone its handler names, each at most once.
+// Demand is what one request asks of one zone: the zone (never nil), and the
+// value of its key placeholder for this request ("" for a zone without a
+// key). A request is in every zone its handler names, each at most once.
 type Demand struct {
 	Zone *Zone
 	Key  string
 }
 
 // Admission is a request admitted by Admit: what it reserved, kept so that
-// Settle and Cancel can correct the buckets once the outcome is known. The
-// zero Admission (what a refusal returns) holds nothing, and its methods do
-// nothing.
+// Settle and Cancel can correct the buckets once the outcome is known. It
+// belongs to its request: its methods are not for concurrent use on the same
+// Admission. The zero Admission (what a refusal returns) holds nothing, and
+// its methods do nothing.
 type Admission struct {
 	demands   []Demand
 	tokens    int64 // tokens the request holds in every zone: the reservation, then the last settlement
@@ -63,8 +64,8 @@ func Admit(demands []Demand, tokens int64, maxWait time.Duration, now time.Time)
 	tokens = max(tokens, 0)
 	maxWait = max(maxWait, 0)
 	for _, d := range demands {
-		if cfg := &d.Zone.cfg; !(bucket{capacity: cfg.TPM}).fits(tokens) {
-			return Admission{}, 0, &Refusal{Zone: cfg.Name, Never: true, Status: d.Zone.store.Status(d.Key, now)}
+		if !(bucket{capacity: d.Zone.cfg.TPM}).fits(tokens) {
+			return Admission{}, 0, &Refusal{Zone: d.Zone.cfg.Name, Never: true, Status: d.Zone.store.Status(d.Key, now)}
 		}
 	}
 	var delay time.Duration
