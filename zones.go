@@ -2,9 +2,11 @@ package airesilience
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/ai-resilience/caddy-ai-resilience/handlers"
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
@@ -32,8 +34,14 @@ func (z LimitZone) poolKey() string {
 // no loaded config has them yet. Each one taken is given back in Cleanup.
 func (h *Handler) loadLimits() ([]handlers.Limit, error) {
 	limits := make([]handlers.Limit, 0, len(h.Limit))
-	for _, z := range h.Limit {
+	for i, z := range h.Limit {
+		for _, earlier := range h.Limit[:i] {
+			if earlier.Zone == z.Zone {
+				return nil, fmt.Errorf("zone %q is limited twice in this handler; merge the two", z.Zone)
+			}
+		}
 		key := z.poolKey()
+		h.warnOtherSettings(z, key)
 		v, _, err := zones.LoadOrNew(key, func() (caddy.Destructor, error) {
 			zone, err := policy.NewZone(policy.ZoneConfig{Name: z.Zone, RPM: z.RPM, TPM: z.TPM, Wait: time.Duration(z.Wait), MaxKeys: z.MaxKeys})
 			return sharedZone{zone}, err
@@ -45,6 +53,21 @@ func (h *Handler) loadLimits() ([]handlers.Limit, error) {
 		limits = append(limits, handlers.Limit{Zone: v.(sharedZone).Zone, Key: z.Key})
 	}
 	return limits, nil
+}
+
+// warnOtherSettings logs when a zone of the same name is loaded with other
+// settings: either a reload changed them (the zone starts afresh), or two
+// handlers disagree and so do not share one zone.
+func (h *Handler) warnOtherSettings(z LimitZone, key string) {
+	prefix := z.Zone + "\x00"
+	zones.Range(func(k, _ any) bool {
+		if other := k.(string); other != key && strings.HasPrefix(other, prefix) {
+			h.logger.Warn("rate-limit zone loaded with other settings elsewhere; they do not share state",
+				zap.String("zone", z.Zone))
+			return false
+		}
+		return true
+	})
 }
 
 // Cleanup gives this handler's zones back to the pool.
