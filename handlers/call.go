@@ -330,6 +330,7 @@ func (c *call) attempt(next caddyhttp.Handler) (done bool, err error) {
 	c.restoreHeaders()
 	c.aw.reset()
 	c.attempts++
+	c.publishAttempt()
 	attemptsTotal.WithLabelValues(c.dialect.String(), modelLabel(c.model)).Inc()
 
 	// One timer serves attempt_timeout and the deadline: whichever is
@@ -552,6 +553,7 @@ func (c *call) writeError(kind policy.ErrorKind, msg, param string) {
 	h.Del("Content-Length")
 	h.Set("Content-Type", "application/json")
 	status := kind.Status(c.dialect)
+	c.publishAttempt()
 	c.w.WriteHeader(status)
 	_, _ = c.w.Write(body)
 	c.end = ending{status: status, errorType: kind.String()}
@@ -570,7 +572,11 @@ func (c *call) completeResponse() {
 	if successful(c.aw.status) {
 		c.g.cfg.Circuit.Success(c.model)
 	}
-	if c.r.Context().Err() != nil {
+	// A client that left before the stream's terminal event gets no cut
+	// event and is logged as gone. One that left after it had the whole
+	// answer: the OpenAI SDKs close the connection as soon as they read
+	// `data: [DONE]`, often before the upstream's body has ended.
+	if c.r.Context().Err() != nil && !c.tap.progress.Done {
 		c.end.errorType = "client_closed"
 		return
 	}

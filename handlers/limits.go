@@ -66,19 +66,30 @@ func (c *call) admit() bool {
 	}
 	c.admission, c.admitted = admission, true
 	if delay <= 0 {
-		limitedTotal.WithLabelValues(c.demands[0].Zone.Config().Name, "admitted").Inc()
+		// Every zone counts the request, as every zone counts it queued.
+		for _, d := range c.demands {
+			limitedTotal.WithLabelValues(d.Zone.Config().Name, "admitted").Inc()
+		}
 		return true
 	}
 	for _, d := range c.demands {
 		limitedTotal.WithLabelValues(d.Zone.Config().Name, "queued").Inc()
 	}
 	if !c.sleep(delay) {
-		c.admission.Cancel(time.Now())
-		c.admitted = false
+		c.cancelAdmission()
 		c.end = ending{errorType: "client_closed", status: statusClientClosed}
 		return false
 	}
 	return true
+}
+
+// cancelAdmission gives back everything admit reserved, for a request that
+// will not go upstream after all: its client left, or pacing refused it.
+func (c *call) cancelAdmission() {
+	if c.admitted {
+		c.admission.Cancel(time.Now())
+		c.admitted = false
+	}
 }
 
 // requestStreamUsage asks an OpenAI chat stream for its usage chunk, which

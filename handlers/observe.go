@@ -81,6 +81,18 @@ func (c *call) finish() {
 	}
 }
 
+// publishAttempt sets the placeholders known before a response is written,
+// served_model and attempts. Response header directives (`header
+// >X-Served-Model {http.ai_resilience.served_model}`) are applied when the
+// status is written, before finish runs; the token counts are known only
+// once the body has passed, so only finish sets them.
+func (c *call) publishAttempt() {
+	if repl, ok := c.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.ai_resilience.served_model", c.model)
+		repl.Set("http.ai_resilience.attempts", c.attempts)
+	}
+}
+
 // logRetry writes the warn line for a retry about to wait.
 func (c *call) logRetry(wait time.Duration) {
 	ce := c.g.cfg.Logger.Check(zapcore.WarnLevel, "retrying")

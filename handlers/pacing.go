@@ -45,6 +45,7 @@ func (c *call) awaitUpstream() bool {
 		return true
 	}
 	if wait > c.g.cfg.MaxWait || !time.Now().Add(wait).Before(c.deadline) {
+		c.cancelAdmission() // it never goes upstream, so it takes no place in the zones
 		paceTotal.WithLabelValues(c.dialect.String(), "rejected").Inc()
 		c.writeRateLimited(policy.RequestsLimited, "the upstream reports its rate limit spent until it resets in "+wait.Round(time.Millisecond).String()+", longer than this gateway waits; retry after that", wait, true)
 		return false
@@ -54,6 +55,7 @@ func (c *call) awaitUpstream() bool {
 		ce.Write(zap.String("model", c.model), zap.Int64("delay_ms", wait.Milliseconds()))
 	}
 	if !c.sleep(wait) {
+		c.cancelAdmission()
 		c.end = ending{errorType: "client_closed", status: statusClientClosed}
 		c.finish()
 		return false
