@@ -82,10 +82,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = h.parseBackoff(d)
 		case "retry_on":
 			err = h.parseRetryOn(d)
-		case "max_wait":
-			err = parseDuration(d, &h.MaxWait)
-		case "deadline":
-			err = parseDuration(d, &h.Deadline)
+		case "max_wait", "deadline":
+			// Zero would read as "use the default" in JSON; say so here
+			// rather than quietly waiting 60s or 5m.
+			name, dst := d.Val(), &h.MaxWait
+			if name == "deadline" {
+				dst = &h.Deadline
+			}
+			if err = parseDuration(d, dst); err == nil && *dst == 0 {
+				err = d.Errf("%s must be longer than 0 (0 would mean the default); to give up on every wait hint use a short max_wait such as 1ms", name)
+			}
 		case "attempt_timeout":
 			err = parseDuration(d, &h.AttemptTimeout)
 		case "fallback":
