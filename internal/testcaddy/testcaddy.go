@@ -49,7 +49,8 @@ func Adapt(caddyfile string) ([]byte, []caddyconfig.Warning, error) {
 // Start runs Caddy with a site block on a free loopback port. site is the
 // site block's body (the directives inside `http://127.0.0.1:PORT { … }`);
 // the global options turn off the admin API and send logs, as JSON at
-// debug level, to a file the test can read. Caddy stops when the test ends.
+// debug level, to a file the test can read, with the filter the README
+// recommends so that Caddy's own request dumps hold no API key. Caddy stops when the test ends.
 func Start(t testing.TB, site string) *Server {
 	t.Helper()
 	port := FreePort(t)
@@ -60,7 +61,10 @@ func Start(t testing.TB, site string) *Server {
 	persist_config off
 	log {
 		output file %s
-		format json
+		format filter {
+			request>headers>X-Api-Key delete
+			request>headers>Api-Key delete
+		}
 		level DEBUG
 	}
 }
