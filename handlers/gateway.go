@@ -95,7 +95,7 @@ func (g *Gateway) circuitChanged(model string, from, to policy.CircuitState) {
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	dialect, endpoint := g.cfg.Provider.Detect(r.URL.Path)
 	if dialect == policy.Passthrough || r.Method != http.MethodPost {
-		return next.ServeHTTP(w, r)
+		return g.passThrough(w, r, next, dialect, endpoint)
 	}
 	c := newCall(g, w, r, dialect, endpoint)
 	defer c.release()
@@ -112,4 +112,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	return c.run(next)
+}
+
+// passThrough sends a request the gateway does not handle to next as it
+// is, but for the rate-limit zones, which still count it (SPEC "Dialects":
+// anything else passes through untouched, "except that limits still count
+// requests"). It reserves no tokens; a refusal is in the OpenAI shape.
+func (g *Gateway) passThrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, d policy.Dialect, e policy.Endpoint) error {
+	if len(g.cfg.Limits) == 0 {
+		return next.ServeHTTP(w, r)
+	}
+	c := newCall(g, w, r, d, e)
+	defer c.release()
+	if !c.admit() {
+		return nil
+	}
+	return next.ServeHTTP(w, r)
 }

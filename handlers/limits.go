@@ -192,11 +192,21 @@ func writeZoneHeaders(h http.Header, d policy.Dialect, s policy.ZoneStatus, now 
 		if d == policy.Anthropic {
 			h.Set("Anthropic-Ratelimit-"+dim.name+"-Limit", limit)
 			h.Set("Anthropic-Ratelimit-"+dim.name+"-Remaining", remaining)
-			h.Set("Anthropic-Ratelimit-"+dim.name+"-Reset", now.Add(dim.reset).UTC().Format(time.RFC3339))
+			// RFC 3339 here has whole seconds: round up, so the header
+			// never promises capacity before it is there.
+			h.Set("Anthropic-Ratelimit-"+dim.name+"-Reset", ceilSecond(now.Add(dim.reset)).UTC().Format(time.RFC3339))
 			continue
 		}
 		h.Set("X-Ratelimit-Limit-"+dim.name, limit)
 		h.Set("X-Ratelimit-Remaining-"+dim.name, remaining)
 		h.Set("X-Ratelimit-Reset-"+dim.name, dim.reset.Round(time.Millisecond).String())
 	}
+}
+
+// ceilSecond rounds t up to a whole second.
+func ceilSecond(t time.Time) time.Time {
+	if r := t.Truncate(time.Second); !r.Equal(t) {
+		return r.Add(time.Second)
+	}
+	return t
 }
