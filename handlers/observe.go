@@ -73,9 +73,10 @@ func (c *call) finish() {
 	overhead := elapsed - c.upstreamTime - c.waitTime
 	overheadSeconds.WithLabelValues(dialect).Observe(overhead.Seconds())
 
+	if c.attempts == 0 {
+		c.publishAttempt() // answered before any attempt
+	}
 	if repl, ok := c.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.ai_resilience.served_model", c.model)
-		repl.Set("http.ai_resilience.attempts", c.attempts)
 		repl.Set("http.ai_resilience.input_tokens", usage.InputTokens)
 		repl.Set("http.ai_resilience.output_tokens", usage.OutputTokens)
 	}

@@ -2,8 +2,8 @@ package handlers
 
 import (
 	"bytes"
-	"mime"
 	"net/http"
+	"strings"
 
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
@@ -43,11 +43,18 @@ type responseTap struct {
 // (bounded) to read its usage or its error type when it ends.
 func (t *responseTap) start(status int, h http.Header) {
 	t.status = status
-	if mt, _, _ := mime.ParseMediaType(h.Get("Content-Type")); mt == "text/event-stream" && successful(status) {
+	if isEventStream(h.Get("Content-Type")) && successful(status) {
 		t.sse = true
 		return
 	}
 	t.json = getBuffer()
+}
+
+// isEventStream reports whether a Content-Type names server-sent events,
+// parameters aside, without mime.ParseMediaType's allocation per response.
+func isEventStream(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 func successful(status int) bool { return status >= 200 && status <= 299 }

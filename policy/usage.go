@@ -60,12 +60,21 @@ func (u *Usage) addAnthropic(usage gjson.Result) {
 	if !usage.IsObject() {
 		return
 	}
-	r := gjson.GetMany(usage.Raw, "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
-	if r[0].Exists() {
-		u.InputTokens = r[0].Int() + r[1].Int() + r[2].Int()
-	}
-	if r[3].Exists() {
-		u.OutputTokens = r[3].Int()
+	var input, cached int64
+	var hasInput bool
+	usage.ForEach(func(key, value gjson.Result) bool {
+		switch key.Str {
+		case "input_tokens":
+			input, hasInput = value.Int(), true
+		case "cache_creation_input_tokens", "cache_read_input_tokens":
+			cached += value.Int()
+		case "output_tokens":
+			u.OutputTokens = value.Int()
+		}
+		return true
+	})
+	if hasInput {
+		u.InputTokens = input + cached
 	}
 }
 
