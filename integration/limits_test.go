@@ -7,7 +7,6 @@ package integration
 // process-wide pool, shared by name and settings.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -152,29 +151,10 @@ func checkOpenAILimited(t *testing.T, what string, err error, kind string, rpm i
 // zone from the metrics page, by outcome.
 func limitedCounts(t *testing.T, url, zone string) map[string]float64 {
 	t.Helper()
-	resp, err := testcaddy.Client.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("metrics: status %d", resp.StatusCode)
-	}
+	page := scrape(t, url)
 	out := make(map[string]float64)
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		series, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !strings.HasPrefix(series, "caddy_ai_resilience_limited_requests_total{") ||
-			!strings.Contains(series, `zone="`+zone+`"`) {
-			continue
-		}
-		_, outcome, _ := strings.Cut(series, `outcome="`)
-		outcome, _, _ = strings.Cut(outcome, `"`)
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", sc.Text(), err)
-		}
-		out[outcome] = v
+	for _, outcome := range []string{"admitted", "queued", "rejected"} {
+		out[outcome] = page[`caddy_ai_resilience_limited_requests_total{outcome="`+outcome+`",zone="`+zone+`"}`]
 	}
 	return out
 }
@@ -318,23 +298,18 @@ func TestLimitWaitClientLeavesQueue(t *testing.T) {
 	g := startGateway(t, limitOptions(limitBlock("wait-leave", "tpm 6000", "rpm 2", "wait 3s")), mockprovider.Options{})
 	ctx := context.Background()
 	client := g.anthropicClient()
-	withCap := func(n int64) anthropic.MessageNewParams {
-		p := haiku("claude-haiku-4-5")
-		p.MaxTokens = n
-		return p
-	}
 	// The first holds nearly all 6000 tokens upstream for a second; 300 more
 	// need a little over a second of refill (100 a second).
 	first := make(chan error, 1)
 	go func() {
-		_, err := client.Messages.New(ctx, withCap(5800), script("200:delay=1s"))
+		_, err := client.Messages.New(ctx, haikuWithCap(5800), script("200:delay=1s"))
 		first <- err
 	}()
 	awaitLimitCalls(t, g, 1)
 	leaving, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
 	began := time.Now()
-	_, err := client.Messages.New(leaving, withCap(300))
+	_, err := client.Messages.New(leaving, haikuWithCap(300))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("queued request whose client left: got %v", err)
 	}
@@ -344,7 +319,7 @@ func TestLimitWaitClientLeavesQueue(t *testing.T) {
 	// Had the one that left kept its place, this one would need more than
 	// four seconds of token refill, and a third request of rpm 2 twenty
 	// seconds, beyond wait 3s: it would be refused.
-	if _, err := client.Messages.New(ctx, withCap(300)); err != nil {
+	if _, err := client.Messages.New(ctx, haikuWithCap(300)); err != nil {
 		t.Fatalf("request behind the one that left: %v", err)
 	}
 	if err := <-first; err != nil {
@@ -743,11 +718,6 @@ func TestLimitMetricsByZoneAndOutcome(t *testing.T) {
 	beforeRoomy := limitedCounts(t, g.URL+"/metrics", roomy)
 	ctx := context.Background()
 	client := g.anthropicClient()
-	withCap := func(n int64) anthropic.MessageNewParams {
-		p := haiku("claude-haiku-4-5")
-		p.MaxTokens = n
-		return p
-	}
 
 	// The first takes nearly the whole bucket and holds it for a second
 	// upstream. The second needs about 130 tokens more than are left: at
@@ -755,17 +725,17 @@ func TestLimitMetricsByZoneAndOutcome(t *testing.T) {
 	// nearly the whole bucket again, a minute away: refused.
 	first := make(chan error, 1)
 	go func() {
-		_, err := client.Messages.New(ctx, withCap(5800), script("200:delay=1s"))
+		_, err := client.Messages.New(ctx, haikuWithCap(5800), script("200:delay=1s"))
 		first <- err
 	}()
 	awaitLimitCalls(t, g, 1)
 	second := make(chan error, 1)
 	secondSent := time.Now()
 	go func() {
-		_, err := client.Messages.New(ctx, withCap(300))
+		_, err := client.Messages.New(ctx, haikuWithCap(300))
 		second <- err
 	}()
-	_, err := client.Messages.New(ctx, withCap(5800))
+	_, err := client.Messages.New(ctx, haikuWithCap(5800))
 	var aErr *anthropic.Error
 	if !errors.As(err, &aErr) || aErr.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("third request: got %v, want 429", err)
@@ -870,4 +840,12 @@ func TestLimitCountsPassthroughRequests(t *testing.T) {
 	if n := len(g.mock.Calls()); n != 2 {
 		t.Errorf("upstream saw %d calls, want 2", n)
 	}
+}
+
+// haikuWithCap is a small Messages request asking for up to n output tokens,
+// which a tpm zone reserves on top of the input estimate.
+func haikuWithCap(n int64) anthropic.MessageNewParams {
+	p := haiku("claude-haiku-4-5")
+	p.MaxTokens = n
+	return p
 }
