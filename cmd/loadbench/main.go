@@ -91,6 +91,7 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.concurrency, "concurrency", 16, "client workers in the load phase, each with its own keep-alive connection")
 	flag.IntVar(&o.latencyConc, "latency-concurrency", 1, "client workers in the latency phase; 0 skips it")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (client, Caddy and mock) to this file")
+	flag.StringVar(&guardOptions, "options", "", "subdirectives for the guarded site's ai_resilience block, e.g. 'limit org { rpm 1000000 tpm 1000000000 }'")
 	flag.StringVar(&names, "scenarios", "json1k,json100k,stream", "comma-separated scenarios, of: "+strings.Join(scenarioNames(), ", "))
 	flag.Parse()
 	switch {
@@ -304,6 +305,10 @@ func startMock() (addr string, stop func(), err error) {
 	}, nil
 }
 
+// guardOptions is the -options flag: what the guarded site's ai_resilience
+// block holds besides the defaults.
+var guardOptions string
+
 // startCaddy loads one Caddy config with the bare and the guarded site, the
 // way `caddy run` would from this Caddyfile, and waits until both listen.
 func startCaddy(upstream string) (bareURL, guardedURL string, err error) {
@@ -335,11 +340,13 @@ http://127.0.0.1:%d {
 
 http://127.0.0.1:%d {
 	route {
-		ai_resilience
+		ai_resilience {
+			%s
+		}
 		reverse_proxy %s
 	}
 }
-`, barePort, upstream, guardedPort, upstream)
+`, barePort, upstream, guardedPort, guardOptions, upstream)
 	adapter := caddyconfig.GetAdapter("caddyfile")
 	if adapter == nil {
 		return "", "", errors.New("the caddyfile adapter is not registered")
