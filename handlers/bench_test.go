@@ -141,7 +141,7 @@ func setUpstreamHeaders(h http.Header, contentType string) {
 
 // jsonNext answers like reverse_proxy relaying a non-streamed Messages answer.
 var jsonNext = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+	if err := sendBody(r); err != nil {
 		return err
 	}
 	setUpstreamHeaders(w.Header(), "application/json")
@@ -157,7 +157,7 @@ var sseNext = sseHandler(anthropicEvents)
 // sseHandler relays events like reverse_proxy relays an event stream.
 func sseHandler(events [][]byte) caddyhttp.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		if err := sendBody(r); err != nil {
 			return err
 		}
 		h := w.Header()
@@ -187,7 +187,7 @@ func flakyNext() caddyhttp.Handler {
 	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		n++
 		if n%2 == 1 {
-			if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			if err := sendBody(r); err != nil {
 				return err
 			}
 			h := w.Header()
@@ -367,4 +367,12 @@ func BenchmarkServeHTTPRetry(b *testing.B) {
 		next := flakyNext()
 		serve(b, "/v1/messages", body, func(w http.ResponseWriter, r *http.Request) error { return g.ServeHTTP(w, r, next) }, len(anthropicResponse))
 	})
+}
+
+// sendBody consumes the request body and closes it, as the transport does
+// once it has written a body upstream.
+func sendBody(r *http.Request) error {
+	_, err := io.Copy(io.Discard, r.Body)
+	r.Body.Close()
+	return err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // bufferPool recycles request and response buffers across requests, as
@@ -53,11 +54,32 @@ func readBody(buf *bytes.Buffer, body io.Reader, declared, limit int64) error {
 	return nil
 }
 
-// bodyReader replays the buffered request body to one attempt. It is a
-// value inside the call, so each attempt costs no allocation for its body.
-type bodyReader struct {
-	bytes.Reader
+// openBodies counts the body readers of one call's attempts that the
+// transport has not closed yet. It outlives the call if need be, so a late
+// Close never touches anything reused.
+type openBodies struct{ n atomic.Int32 }
+
+// reader returns a fresh reader over payload for one attempt: a reader may
+// still be read by the transport after its attempt has ended, so attempts
+// never share one.
+func (o *openBodies) reader(payload []byte) io.ReadCloser {
+	o.n.Add(1)
+	br := &bodyReader{open: o}
+	br.Reset(payload)
+	return br
 }
 
-// Close does nothing: the buffer belongs to the call, not the attempt.
-func (*bodyReader) Close() error { return nil }
+// bodyReader replays the buffered request body to one attempt.
+type bodyReader struct {
+	bytes.Reader
+	open   *openBodies
+	closed atomic.Bool
+}
+
+// Close records that the transport is done with the body.
+func (b *bodyReader) Close() error {
+	if b.closed.CompareAndSwap(false, true) {
+		b.open.n.Add(-1)
+	}
+	return nil
+}

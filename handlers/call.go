@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -39,7 +40,7 @@ type call struct {
 
 	aw           attemptWriter
 	tap          responseTap
-	reader       bodyReader
+	bodies       *openBodies    // the attempts' body readers not yet closed
 	timerRunning sync.WaitGroup // the attempt timer's callback, while it runs
 
 	attempts     int
@@ -86,6 +87,7 @@ func newCall(g *Gateway, w http.ResponseWriter, r *http.Request, d policy.Dialec
 		start:    now,
 		deadline: now.Add(g.cfg.Deadline),
 		body:     getBuffer(),
+		bodies:   new(openBodies),
 		snapshot: w.Header().Clone(),
 		tap:      responseTap{dialect: d, endpoint: e},
 	}
@@ -93,10 +95,15 @@ func newCall(g *Gateway, w http.ResponseWriter, r *http.Request, d policy.Dialec
 	return c
 }
 
-// release returns the call's pooled memory.
+// release returns the call's pooled memory. The request body goes back to
+// the pool only when every attempt's reader has been closed: the transport
+// may go on writing a body after the response came back (net/http
+// RoundTripper contract), and must not read a buffer another request reuses.
 func (c *call) release() {
 	c.aw.reset()
-	putBuffer(c.body)
+	if c.bodies.n.Load() == 0 {
+		putBuffer(c.body)
+	}
 }
 
 // run sends the request to the requested model and then down its fallback
@@ -347,31 +354,46 @@ func (c *call) attempt(next caddyhttp.Handler) (done bool, err error) {
 			cancel()
 		}
 	})
+	// Deferred too, for a stream abort that panics on through serve: a
+	// pending timer must never outlive its attempt (the call is reused).
+	defer c.stopTimer(timer, cancel)
 	began := time.Now()
 	aborted, err := c.serve(next, c.upstreamRequest(ctx))
-	// A timer that already fired must finish before the writer is judged
-	// or reset, or it could abandon the next attempt.
+	c.stopTimer(timer, cancel)
+	c.upstreamTime += time.Since(began)
+	return c.judge(aborted, err)
+}
+
+// stopTimer stops an attempt's timer and waits for a callback that already
+// fired, so that it cannot abandon a later attempt, then releases the
+// attempt's context. Calling it again does nothing more.
+func (c *call) stopTimer(timer *time.Timer, cancel context.CancelFunc) {
 	if timer.Stop() {
 		c.timerRunning.Done()
 	}
 	c.timerRunning.Wait()
 	cancel()
-	c.upstreamTime += time.Since(began)
-	return c.judge(aborted, err)
 }
 
 // upstreamRequest returns the request for one attempt, with a fresh reader
 // over the payload: reverse_proxy reads the body once per call
 // (caddy-modules.md §0.5).
 func (c *call) upstreamRequest(ctx context.Context) *http.Request {
+	// reverse_proxy writes into the request's vars on every call, and the
+	// transport may still be dialing for an earlier attempt, reading them:
+	// each retry gets its own copy of the vars, as Caddy's own retries
+	// (which prepare the request once) never share them either.
+	if vars, ok := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any); ok && c.attempts > 1 {
+		ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, maps.Clone(vars))
+	}
 	r := c.r.WithContext(ctx)
 	payload := c.payload
-	c.reader.Reset(payload)
-	r.Body = &c.reader
+	r.Body = c.bodies.reader(payload)
 	r.ContentLength = int64(len(payload))
 	r.TransferEncoding = nil
+	bodies := c.bodies
 	r.GetBody = func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(payload)), nil
+		return bodies.reader(payload), nil
 	}
 	return r
 }
