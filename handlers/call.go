@@ -189,6 +189,7 @@ func (c *call) guard() bool {
 		return true
 	}
 	input := policy.EstimateInputTokens(c.dialect, c.endpoint, c.payload)
+	c.estimate = input // a tpm zone reserves the same estimate
 	if policy.FitsContext(input, outputCap, facts.ContextWindow) {
 		return true
 	}
@@ -198,7 +199,7 @@ func (c *call) guard() bool {
 			if ce := cfg.Logger.Check(zapcore.InfoLevel, "truncated conversation"); ce != nil {
 				ce.Write(zap.String("model", c.model), zap.Int("dropped_messages", dropped), zap.Int64("estimated_input_tokens", input), zap.Int64("context_window", facts.ContextWindow))
 			}
-			c.payload = out
+			c.payload, c.estimate = out, 0 // shorter now: estimate again if needed
 			return true
 		}
 	} else if to, ok := policy.ChooseModel(c.model, cfg.Fallbacks, input, outputCap, cfg.Models); ok {

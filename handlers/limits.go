@@ -53,7 +53,9 @@ func (c *call) admit() bool {
 		// tpm reserves the estimated input plus the output cap (OpenAI
 		// and Azure count max_tokens against TPM up front, reference §5);
 		// a request naming no cap reserves none and settles to its usage.
-		c.estimate = policy.EstimateInputTokens(c.dialect, c.endpoint, c.payload)
+		if c.estimate == 0 { // the context guard may have made it already
+			c.estimate = policy.EstimateInputTokens(c.dialect, c.endpoint, c.payload)
+		}
 		c.reserved = c.estimate + c.outputCap
 		c.requestStreamUsage()
 	}

@@ -124,22 +124,30 @@ var endpointSuffixes = [...]struct {
 // dialect, using the path only to tell OpenAI endpoints apart.
 func (p Provider) Detect(path string) (Dialect, Endpoint) {
 	path = strings.TrimSuffix(path, "/")
+	forced := p.forced()
 	for _, s := range endpointSuffixes {
-		if strings.HasSuffix(path, s.suffix) {
-			switch {
-			case p == Auto || (p == ForceAnthropic && s.dialect == Anthropic) || (p == ForceOpenAI && s.dialect == OpenAI):
-				return s.dialect, s.endpoint
-			}
-			break
+		if strings.HasSuffix(path, s.suffix) && (p == Auto || s.dialect == forced) {
+			return s.dialect, s.endpoint
 		}
 	}
-	switch p {
-	case ForceAnthropic:
+	switch forced {
+	case Anthropic:
 		return Anthropic, Messages
-	case ForceOpenAI:
+	case OpenAI:
 		return OpenAI, ChatCompletions
 	}
 	return Passthrough, EndpointOther
+}
+
+// forced returns the dialect a forced provider fixes, or Passthrough for Auto.
+func (p Provider) forced() Dialect {
+	switch p {
+	case ForceAnthropic:
+		return Anthropic
+	case ForceOpenAI:
+		return OpenAI
+	}
+	return Passthrough
 }
 
 // Streams reports whether the endpoint can answer with server-sent events.

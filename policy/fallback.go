@@ -46,6 +46,3 @@ func (f Fallbacks) Next(model string) (string, bool) {
 	next, ok := f.next[model]
 	return next, ok
 }
-
-// Empty reports whether no fallback is configured.
-func (f Fallbacks) Empty() bool { return len(f.next) == 0 }
