@@ -300,11 +300,7 @@ func TestLimitWaitClientLeavesQueue(t *testing.T) {
 	client := g.anthropicClient()
 	// The first holds nearly all 6000 tokens upstream for a second; 300 more
 	// need a little over a second of refill (100 a second).
-	first := make(chan error, 1)
-	go func() {
-		_, err := client.Messages.New(ctx, haikuWithCap(5800), script("200:delay=1s"))
-		first <- err
-	}()
+	first := holdBucket(ctx, client)
 	awaitLimitCalls(t, g, 1)
 	leaving, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
@@ -723,11 +719,7 @@ func TestLimitMetricsByZoneAndOutcome(t *testing.T) {
 	// upstream. The second needs about 130 tokens more than are left: at
 	// 100 a second it queues for a little over a second. The third needs
 	// nearly the whole bucket again, a minute away: refused.
-	first := make(chan error, 1)
-	go func() {
-		_, err := client.Messages.New(ctx, haikuWithCap(5800), script("200:delay=1s"))
-		first <- err
-	}()
+	first := holdBucket(ctx, client)
 	awaitLimitCalls(t, g, 1)
 	second := make(chan error, 1)
 	secondSent := time.Now()
@@ -740,7 +732,7 @@ func TestLimitMetricsByZoneAndOutcome(t *testing.T) {
 	if !errors.As(err, &aErr) || aErr.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("third request: got %v, want 429", err)
 	}
-	for what, ch := range map[string]chan error{"first": first, "second": second} {
+	for what, ch := range map[string]<-chan error{"first": first, "second": second} {
 		if err := <-ch; err != nil {
 			t.Fatalf("%s request: %v", what, err)
 		}
@@ -848,4 +840,15 @@ func haikuWithCap(n int64) anthropic.MessageNewParams {
 	p := haiku("claude-haiku-4-5")
 	p.MaxTokens = n
 	return p
+}
+
+// holdBucket sends a request reserving nearly a 6000-token bucket, which the
+// upstream holds for a second; its result arrives on the returned channel.
+func holdBucket(ctx context.Context, client anthropic.Client) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := client.Messages.New(ctx, haikuWithCap(5800), script("200:delay=1s"))
+		done <- err
+	}()
+	return done
 }
