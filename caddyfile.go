@@ -30,6 +30,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	ai_resilience [<matcher>] {
 //		provider        auto|anthropic|openai
 //		max_body        <size>
+//		max_buffered    <size>
 //		retries         <n>
 //		backoff         <base> [<max>]
 //		retry_on        <status>...
@@ -75,7 +76,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Provider = v
 			}
 		case "max_body":
-			err = h.parseMaxBody(d)
+			err = parseSize(d, &h.MaxBody)
+		case "max_buffered":
+			err = parseSize(d, &h.MaxBuffered)
 		case "retries":
 			err = h.parseRetries(d)
 		case "backoff":
@@ -169,16 +172,19 @@ func parseDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	return nil
 }
 
-func (h *Handler) parseMaxBody(d *caddyfile.Dispenser) error {
+// parseSize reads a size subdirective (max_body, max_buffered) the way
+// Caddy reads sizes: 16MB, 512KB, 32MiB.
+func parseSize(d *caddyfile.Dispenser, dst *int64) error {
+	name := d.Val()
 	v, err := oneArg(d)
 	if err != nil {
 		return err
 	}
 	size, err := humanize.ParseBytes(v)
 	if err != nil || size == 0 || size > 1<<40 {
-		return d.Errf("bad max_body size %q: use a size such as 512KB, 16MB or 32MiB", v)
+		return d.Errf("bad %s size %q: use a size such as 512KB, 16MB or 32MiB", name, v)
 	}
-	h.MaxBody = int64(size)
+	*dst = int64(size)
 	return nil
 }
 

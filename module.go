@@ -27,12 +27,13 @@ func init() {
 
 // Defaults, as written in the product contract (SPEC.md).
 const (
-	defaultMaxBody  = 16_000_000 // "16MB", read the way Caddy reads sizes
-	defaultRetries  = 2
-	defaultBase     = 500 * time.Millisecond
-	defaultMax      = 8 * time.Second
-	defaultMaxWait  = 60 * time.Second
-	defaultDeadline = 5 * time.Minute
+	defaultMaxBody     = 16_000_000  // "16MB", read the way Caddy reads sizes
+	defaultMaxBuffered = 512_000_000 // "512MB"
+	defaultRetries     = 2
+	defaultBase        = 500 * time.Millisecond
+	defaultMax         = 8 * time.Second
+	defaultMaxWait     = 60 * time.Second
+	defaultDeadline    = 5 * time.Minute
 
 	defaultCircuitFailures = 5
 	defaultCircuitCooldown = 30 * time.Second
@@ -63,9 +64,21 @@ type Handler struct {
 	Provider string `json:"provider,omitempty"`
 
 	// The largest request body, in bytes, the gateway buffers (it must hold
-	// the body to send it again). A larger request is answered with 413 in
-	// the dialect's error shape. Default: 16MB.
+	// the body to send it again), counted after decoding a gzip or deflate
+	// Content-Encoding. A larger request is answered with 413 in the
+	// dialect's error shape. Memory is taken as bytes arrive, never on the
+	// strength of a declared Content-Length. Default: 16MB.
 	MaxBody int64 `json:"max_body,omitempty"`
+
+	// The most bytes of request bodies and held (retryable) responses that
+	// the gateways of this Caddy process keep in memory at once, counted
+	// across every request and every handler. A request that would pass it
+	// is answered at once with the dialect's overload error (Anthropic 529
+	// overloaded_error, OpenAI 503) with `retry-after` and
+	// `x-should-retry: true`; a held response that would pass it is sent to
+	// the client as it is. Each handler compares the process's count with
+	// its own setting. Default: 512MB.
+	MaxBuffered int64 `json:"max_buffered,omitempty"`
 
 	// Retries per model after its first attempt. 0 disables retries (a
 	// fallback model is still tried). Default: 2.
@@ -90,9 +103,10 @@ type Handler struct {
 	MaxWait caddy.Duration `json:"max_wait,omitempty"`
 
 	// The total time for all attempts, waits and fallbacks of one request,
-	// counted from its arrival. A wait that would cross it is not started.
-	// A response already streaming to the client is never cut by it.
-	// Default: 5m.
+	// counted from the moment its body has been read (a slow upload is
+	// bounded by the server's read timeouts instead). A wait that would
+	// cross it is not started. A response already streaming to the client
+	// is never cut by it. Default: 5m.
 	Deadline caddy.Duration `json:"deadline,omitempty"`
 
 	// The time one attempt has to produce response headers. An attempt that
@@ -252,6 +266,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	cfg.Logger = h.logger
+	cfg.HashKey = loadHashKey(ctx, h.logger)
 	if cfg.Limits, err = h.loadLimits(); err != nil {
 		return err
 	}
@@ -266,6 +281,9 @@ func (h *Handler) setDefaults() {
 	}
 	if h.MaxBody == 0 {
 		h.MaxBody = defaultMaxBody
+	}
+	if h.MaxBuffered == 0 {
+		h.MaxBuffered = defaultMaxBuffered
 	}
 	if h.Retries == nil {
 		n := defaultRetries
@@ -362,6 +380,7 @@ func (h *Handler) gatewayConfig() (handlers.Config, error) {
 	return handlers.Config{
 		Provider:       provider,
 		MaxBody:        h.MaxBody,
+		MaxBuffered:    h.MaxBuffered,
 		Retries:        *h.Retries,
 		Backoff:        policy.Backoff{Base: time.Duration(h.Backoff.Base), Max: time.Duration(h.Backoff.Max)},
 		RetryOn:        retryOn,
@@ -419,6 +438,10 @@ func (h *Handler) Validate() error {
 	switch {
 	case h.MaxBody < 0:
 		return fmt.Errorf("max_body must be positive, got %d", h.MaxBody)
+	case h.MaxBuffered < 0:
+		return fmt.Errorf("max_buffered must be positive, got %d", h.MaxBuffered)
+	case h.MaxBuffered < h.MaxBody:
+		return fmt.Errorf("max_buffered (%d bytes) is below max_body (%d bytes), so the largest request allowed could never be held; raise max_buffered or lower max_body", h.MaxBuffered, h.MaxBody)
 	case *h.Retries < 0:
 		return fmt.Errorf("retries must be 0 or more, got %d", *h.Retries)
 	case h.Backoff.Base < 0 || h.Backoff.Max < 0:

@@ -1,13 +1,14 @@
 package airesilience
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ai-resilience/caddy-ai-resilience/handlers"
@@ -17,9 +18,15 @@ import (
 // for a handler in a config.
 func provision(t *testing.T, h *Handler) (caddy.Context, error) {
 	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	ctx, err := caddy.ProvisionContext(&caddy.Config{
+		StorageRaw: caddyconfig.JSONModuleObject(map[string]string{"root": t.TempDir()}, "module", "file_system", nil),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := caddy.NewContext(ctx)
 	t.Cleanup(cancel)
-	return ctx, h.Provision(ctx)
+	return cctx, h.Provision(cctx)
 }
 
 func TestProvisionDefaultsAreTheSpec(t *testing.T) {
@@ -42,6 +49,7 @@ func TestProvisionDefaultsAreTheSpec(t *testing.T) {
 		{"deadline", time.Duration(h.Deadline), 5 * time.Minute},
 		{"attempt_timeout", time.Duration(h.AttemptTimeout), time.Duration(0)},
 		{"max_body", h.MaxBody, int64(16_000_000)}, // "16MB" as the Caddyfile reads it
+		{"max_buffered", h.MaxBuffered, int64(512_000_000)},
 		{"client_retries", h.ClientRetries, "deny"},
 		{"context_guard", h.ContextGuard, "reject"},
 		{"validate", *h.ValidateRequests, true},
@@ -131,6 +139,8 @@ func TestValidateRejectsBadCombinations(t *testing.T) {
 		{"client_retries", Handler{ClientRetries: "sometimes"}, "allow or deny"},
 		{"negative retries", Handler{Retries: &negative}, "retries"},
 		{"negative max_body", Handler{MaxBody: -1}, "max_body"},
+		{"negative max_buffered", Handler{MaxBuffered: -1}, "max_buffered"},
+		{"max_buffered below max_body", Handler{MaxBody: 64 << 20, MaxBuffered: 32 << 20}, "below max_body"},
 		{"negative deadline", Handler{Deadline: caddy.Duration(-time.Second)}, "deadline"},
 		{"negative max_wait", Handler{MaxWait: caddy.Duration(-time.Second)}, "max_wait"},
 		{"negative attempt_timeout", Handler{AttemptTimeout: caddy.Duration(-time.Second)}, "attempt_timeout"},

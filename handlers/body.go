@@ -2,14 +2,18 @@ package handlers
 
 import (
 	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
 	"errors"
-	"fmt"
 	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
 
-// bufferPool recycles request and response buffers across requests, as
+// bufferPool recycles held and tapped response buffers across requests, as
 // reverse_proxy does (reverseproxy.go bufPool).
 var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
@@ -28,30 +32,201 @@ func putBuffer(b *bytes.Buffer) {
 	bufferPool.Put(b)
 }
 
-// errBodyTooLarge means the request body is larger than max_body.
-var errBodyTooLarge = errors.New("request body too large")
+// bodyPool recycles request body arrays. Only small ones are kept: a
+// request is charged for the array it holds (see bufferCharge), and a small
+// request should not be charged for a large array a past request grew.
+var bodyPool = sync.Pool{New: func() any { return new([]byte) }}
 
-// readBody reads the whole request body into buf, refusing more than limit
-// bytes. declared is the request's Content-Length (-1 when unknown); a
-// declared length over the limit is refused before any byte is read.
-func readBody(buf *bytes.Buffer, body io.Reader, declared, limit int64) error {
-	if declared > limit {
-		return errBodyTooLarge
+// maxPooledBody is the largest request body array kept in bodyPool.
+const maxPooledBody = 64 << 10
+
+func getBody() *[]byte { return bodyPool.Get().(*[]byte) }
+
+func putBody(b *[]byte) {
+	if cap(*b) > maxPooledBody {
+		*b = nil
 	}
-	if body == nil {
-		return nil
+	*b = (*b)[:0]
+	bodyPool.Put(b)
+}
+
+// buffered counts the bytes of request bodies and held responses that every
+// gateway of the process keeps in memory at once (`max_buffered`). It is
+// one count for the process, whatever the config: memory is the process's.
+var buffered atomic.Int64
+
+// bufferCharge is what one call holds of the process's count, so that it
+// gives back exactly that when it ends. A call's reads and its attempts'
+// writes happen on its own goroutine, so it needs no lock.
+type bufferCharge struct {
+	limit int64 // this gateway's max_buffered
+	held  int64
+}
+
+// fits reports whether n more bytes would stay within the limit now,
+// without taking them.
+func (b *bufferCharge) fits(n int64) bool { return buffered.Load()+n <= b.limit }
+
+// take counts n more bytes held, unless that would pass the limit.
+func (b *bufferCharge) take(n int64) bool {
+	for {
+		cur := buffered.Load()
+		if cur+n > b.limit {
+			return false
+		}
+		if buffered.CompareAndSwap(cur, cur+n) {
+			b.held += n
+			return true
+		}
 	}
-	if declared > 0 {
-		buf.Grow(int(declared))
+}
+
+// add counts n more bytes held, even past the limit: copies of a body that
+// has already been admitted (an edited body, a fallback's body) must be
+// counted, but refusing them half-way through a call would help no one.
+func (b *bufferCharge) add(n int64) {
+	buffered.Add(n)
+	b.held += n
+}
+
+// give returns n bytes to the count.
+func (b *bufferCharge) give(n int64) {
+	buffered.Add(-n)
+	b.held -= n
+}
+
+// Why a request body could not be read, beyond the reader's own errors.
+var (
+	// errBodyTooLarge means the body is larger than max_body (after
+	// decoding, when it came compressed).
+	errBodyTooLarge = errors.New("request body too large")
+	// errOverBuffered means holding the body would pass max_buffered.
+	errOverBuffered = errors.New("max_buffered reached")
+	// errUnsupportedEncoding means a Content-Encoding other than gzip,
+	// deflate or identity.
+	errUnsupportedEncoding = errors.New("unsupported content encoding")
+)
+
+// firstBodyArray is the size of a body array's first allocation when the
+// pooled one is too small; it doubles from there as bytes arrive.
+const firstBodyArray = 16 << 10
+
+// readBody reads body into *dst, growing the array only as bytes arrive:
+// it doubles from what has been read, up to the declared length (-1 when
+// unknown), which bounds the growth but never reserves memory by itself, so
+// a client that declares 16 MB and sends one byte costs kilobytes. Every
+// byte of array it holds is first taken from charge; more than limit bytes
+// of body is errBodyTooLarge.
+func readBody(dst *[]byte, body io.Reader, declared, limit int64, charge *bufferCharge) error {
+	b := *dst
+	defer func() { *dst = b }()
+	if !charge.take(int64(cap(b))) {
+		return errOverBuffered
 	}
-	n, err := buf.ReadFrom(io.LimitReader(body, limit+1))
+	for {
+		if len(b) == cap(b) {
+			size := max(2*cap(b), firstBodyArray)
+			if declared >= 0 {
+				// One byte past the declared length lets the reader
+				// report the end without another allocation.
+				size = min(size, max(int(declared)+1, len(b)+1))
+			}
+			size = int(min(int64(size), limit+1))
+			if !charge.take(int64(size - cap(b))) {
+				return errOverBuffered
+			}
+			grown := make([]byte, len(b), size)
+			copy(grown, b)
+			b = grown
+		}
+		n, err := body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if int64(len(b)) > limit {
+			return errBodyTooLarge
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// contentDecoder returns a reader of r's body decoded from its
+// Content-Encoding (gzip or deflate; RFC 9110, section 8.4.1), or the body
+// itself when it has none. Other encodings are errUnsupportedEncoding: the
+// gateway must read the JSON to guard it. done releases the decoder.
+func contentDecoder(r *http.Request) (body io.Reader, encoded bool, done func(), err error) {
+	coding := ""
+	for _, v := range r.Header.Values("Content-Encoding") {
+		for _, c := range strings.Split(v, ",") {
+			c = strings.ToLower(strings.TrimSpace(c))
+			if c == "" || c == "identity" {
+				continue
+			}
+			if coding != "" { // stacked codings: nothing sends them to an API
+				return nil, false, nil, errUnsupportedEncoding
+			}
+			coding = c
+		}
+	}
+	switch coding {
+	case "":
+		return r.Body, false, func() {}, nil
+	case "gzip", "x-gzip": // x-gzip is gzip (RFC 9110, section 8.4.1.3)
+		zr, _ := gzipPool.Get().(*gzip.Reader)
+		if zr == nil {
+			zr = new(gzip.Reader)
+		}
+		if err := zr.Reset(r.Body); err != nil {
+			return nil, true, nil, errors.Join(errBadEncoding, err)
+		}
+		return zr, true, func() { gzipPool.Put(zr) }, nil
+	case "deflate":
+		return deflateReader(r.Body), true, func() {}, nil
+	}
+	return nil, false, nil, errUnsupportedEncoding
+}
+
+// errBadEncoding marks a body that does not decode as its Content-Encoding
+// says.
+var errBadEncoding = errors.New("the body does not decode as its Content-Encoding says")
+
+// gzipPool recycles gzip readers, whose windows are the costly part.
+var gzipPool sync.Pool
+
+// deflateReader reads an HTTP "deflate" body: the zlib format (RFC 1950),
+// as RFC 9110 defines the coding, or a raw deflate stream (RFC 1951), which
+// some clients send under that name; the first two bytes tell them apart.
+func deflateReader(body io.Reader) io.Reader {
+	var head [2]byte
+	n, err := io.ReadFull(body, head[:])
+	src := io.MultiReader(bytes.NewReader(head[:n]), body)
 	if err != nil {
-		return fmt.Errorf("reading request body: %w", err)
+		return &failedReader{errors.Join(errBadEncoding, err)}
 	}
-	if n > limit {
-		return errBodyTooLarge
+	if head[0]&0x0f == 8 && (uint16(head[0])<<8|uint16(head[1]))%31 == 0 {
+		zr, err := zlib.NewReader(src)
+		if err != nil {
+			return &failedReader{errors.Join(errBadEncoding, err)}
+		}
+		return zr
 	}
-	return nil
+	return flate.NewReader(src)
+}
+
+// failedReader returns its error on every read.
+type failedReader struct{ err error }
+
+func (f *failedReader) Read([]byte) (int, error) { return 0, f.err }
+
+// decodingFailed reports whether err says the body is not what its
+// Content-Encoding claims, as opposed to a body that stopped arriving.
+func decodingFailed(err error) bool {
+	var corrupt flate.CorruptInputError
+	return errors.Is(err, errBadEncoding) || errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) ||
+		errors.Is(err, zlib.ErrChecksum) || errors.Is(err, zlib.ErrHeader) || errors.As(err, &corrupt)
 }
 
 // openBodies counts the body readers of one call's attempts that the

@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -30,13 +29,13 @@ type call struct {
 	endpoint policy.Endpoint
 
 	start    time.Time
-	deadline time.Time
-	body     *bytes.Buffer // the request body as received, pooled
-	base     []byte        // the body after the guards, which fallbacks rewrite
-	payload  []byte        // the body sent upstream: base, or a copy naming the fallback model
-	req      policy.Request
-	model    string      // the model now being tried
-	snapshot http.Header // the client's response headers before any attempt
+	deadline time.Time      // set once the body has been read
+	body     *[]byte        // the request body as received (decoded), pooled
+	charge   bufferCharge   // the body and held responses, in max_buffered
+	req      policy.Request // the body read once, then guarded; fallbacks copy it
+	payload  []byte         // the body sent upstream: req's, or a copy naming the fallback model
+	model    string         // the model now being tried
+	snapshot http.Header    // the client's response headers before any attempt
 
 	aw           attemptWriter
 	tap          responseTap
@@ -44,6 +43,7 @@ type call struct {
 	timerRunning sync.WaitGroup // the attempt timer's callback, while it runs
 
 	attempts     int
+	cut          timeoutCause  // what the current attempt's timer stands for
 	upstreamTime time.Duration // time inside the next handler
 	waitTime     time.Duration // time sitting out backoff
 	last         failure       // the latest retryable failure
@@ -71,7 +71,21 @@ type failure struct {
 	err    error
 	hint   time.Duration
 	hinted bool
+	// cut says which bound ended an attempt that timed out.
+	cut timeoutCause
 }
+
+// timeoutCause is what ended an attempt, or a call, for lack of time.
+type timeoutCause uint8
+
+const (
+	// cutByProxy: the proxy's own timeout (a 504 from reverse_proxy).
+	cutByProxy timeoutCause = iota
+	// cutByAttempt: attempt_timeout ran out before response headers.
+	cutByAttempt
+	// cutByDeadline: the request's deadline ran out.
+	cutByDeadline
+)
 
 // ending is how the call ended, for its log line, metrics and placeholders.
 type ending struct {
@@ -86,12 +100,13 @@ func newCall(g *Gateway, w http.ResponseWriter, r *http.Request, d policy.Dialec
 		g: g, w: w, r: r, dialect: d, endpoint: e,
 		start:    now,
 		deadline: now.Add(g.cfg.Deadline),
-		body:     getBuffer(),
+		body:     getBody(),
+		charge:   bufferCharge{limit: g.cfg.MaxBuffered},
 		bodies:   new(openBodies),
 		snapshot: w.Header().Clone(),
 		tap:      responseTap{dialect: d, endpoint: e},
 	}
-	c.aw = attemptWriter{rw: w, retryOn: g.cfg.RetryOn, tap: &c.tap}
+	c.aw = attemptWriter{rw: w, retryOn: g.cfg.RetryOn, tap: &c.tap, charge: &c.charge}
 	return c
 }
 
@@ -102,16 +117,22 @@ func newCall(g *Gateway, w http.ResponseWriter, r *http.Request, d policy.Dialec
 func (c *call) release() {
 	c.aw.reset()
 	if c.bodies.n.Load() == 0 {
-		putBuffer(c.body)
+		putBody(c.body)
 	}
+	c.charge.give(c.charge.held)
 }
 
 // run sends the request to the requested model and then down its fallback
 // chain until an answer reaches the client or nothing is left to try.
 func (c *call) run(next caddyhttp.Handler) error {
-	c.req = policy.ReadRequest(c.body.Bytes())
+	c.req = policy.ReadRequest(c.dialect, c.endpoint, *c.body)
 	c.model = c.req.Model
-	c.payload = c.body.Bytes()
+	if rerr := c.req.Integrity(); rerr != nil {
+		c.guardAction("integrity")
+		c.writeError(policy.InvalidRequest, rerr.Message, rerr.Param)
+		c.finish()
+		return nil
+	}
 	if !c.guard() {
 		c.finish()
 		return nil
@@ -120,13 +141,21 @@ func (c *call) run(next caddyhttp.Handler) error {
 		c.finish()
 		return nil
 	}
-	c.base = c.payload
+	c.payload = c.req.Body()
+	if !sameBytes(c.payload, *c.body) {
+		c.charge.add(int64(len(c.payload))) // the guards' edited copy
+	}
 	if !c.awaitUpstream() {
 		c.finish()
 		return nil
 	}
 	prepareUpstreamHeader(c.r.Header)
 	c.g.cfg.Budget.Request()
+	if !time.Now().Before(c.deadline) {
+		// Queueing for a zone took the whole deadline.
+		c.last = failure{reason: policy.ReasonTimeout, kind: policy.UpstreamTimeout, cut: cutByDeadline}
+		return c.giveUp()
+	}
 	for {
 		outcome, err := c.tryModel(next)
 		switch outcome {
@@ -144,10 +173,13 @@ func (c *call) run(next caddyhttp.Handler) error {
 			return c.giveUp()
 		}
 		from := c.model
-		if c.switchModel(c.base, to) != nil {
+		fallback := c.req.Clone()
+		c.charge.add(int64(len(fallback.Body())))
+		if !c.retarget(&fallback, to) {
 			c.finish()
 			return nil
 		}
+		c.payload = fallback.Body()
 		fallbacksTotal.WithLabelValues(modelLabel(from), modelLabel(to)).Inc()
 		if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, "falling back"); ce != nil {
 			ce.Write(zap.String("from", from), zap.String("to", to), zap.String("reason", string(c.last.reason)))
@@ -161,19 +193,18 @@ func (c *call) run(next caddyhttp.Handler) error {
 func (c *call) guard() bool {
 	cfg := &c.g.cfg
 	facts, _ := cfg.Models.Lookup(c.model)
-	payload, outputCap, capErr := policy.ApplyOutputCap(c.dialect, c.endpoint, c.payload, cfg.OutputCap, facts.MaxOutput)
+	outputCap, changed, capErr := c.req.ApplyOutputCap(cfg.OutputCap, facts.MaxOutput)
 	c.outputCap = outputCap
 	if capErr != nil {
 		c.guardAction("max_tokens_rejected")
-		c.writeError(policy.InvalidRequest, capErr.Error(), capErr.Field)
+		c.writeError(policy.InvalidRequest, capErr.Message, capErr.Param)
 		return false
 	}
-	if !sameBytes(payload, c.payload) {
+	if changed {
 		c.guardAction("output_cap")
 	}
-	c.payload = payload
 	if cfg.Validate {
-		if rerr := policy.ValidateRequest(c.dialect, c.endpoint, c.payload); rerr != nil {
+		if rerr := c.req.Validate(); rerr != nil {
 			c.guardAction("invalid")
 			c.writeError(policy.InvalidRequest, rerr.Message, rerr.Param)
 			return false
@@ -185,21 +216,26 @@ func (c *call) guard() bool {
 	// A request naming no output cap reserves none: the provider accepts it
 	// and stops at the window, so counting the model's maximum here would
 	// refuse requests the provider serves.
-	if policy.FitsByBodySize(int64(len(c.payload)), outputCap, facts.ContextWindow) {
+	if policy.FitsByBodySize(int64(len(c.req.Body())), outputCap, facts.ContextWindow) {
 		return true
 	}
-	input := policy.EstimateInputTokens(c.dialect, c.endpoint, c.payload)
+	input := policy.EstimateInputTokens(c.dialect, c.endpoint, c.req.Body())
 	c.estimate = input // a tpm zone reserves the same estimate
 	if policy.FitsContext(input, outputCap, facts.ContextWindow) {
 		return true
 	}
 	if cfg.ContextGuard == policy.ContextTruncate {
-		if out, dropped, ok := policy.Truncate(c.dialect, c.endpoint, c.payload, facts.ContextWindow-outputCap); ok {
+		if out, dropped, ok := policy.Truncate(c.dialect, c.endpoint, c.req.Body(), facts.ContextWindow-outputCap); ok {
 			c.guardAction("context_truncated")
 			if ce := cfg.Logger.Check(zapcore.InfoLevel, "truncated conversation"); ce != nil {
 				ce.Write(zap.String("model", c.model), zap.Int("dropped_messages", dropped), zap.Int64("estimated_input_tokens", input), zap.Int64("context_window", facts.ContextWindow))
 			}
-			c.payload, c.estimate = out, 0 // shorter now: estimate again if needed
+			if !sameBytes(out, c.req.Body()) {
+				// Offsets moved: read the shorter body again, once.
+				c.charge.add(int64(len(out)))
+				c.req = policy.ReadRequest(c.dialect, c.endpoint, out)
+			}
+			c.estimate = 0 // shorter now: estimate again if needed
 			return true
 		}
 	} else if to, ok := policy.ChooseModel(c.model, cfg.Fallbacks, input, outputCap, cfg.Models); ok {
@@ -207,27 +243,27 @@ func (c *call) guard() bool {
 		if ce := cfg.Logger.Check(zapcore.InfoLevel, "context window fallback"); ce != nil {
 			ce.Write(zap.String("from", c.model), zap.String("to", to), zap.Int64("estimated_input_tokens", input), zap.Int64("context_window", facts.ContextWindow))
 		}
-		return c.switchModel(c.payload, to) == nil
+		return c.retarget(&c.req, to)
 	}
 	c.guardAction("context_rejected")
 	c.writeError(policy.ContextOverflow, policy.ContextOverflowMessage(c.dialect, c.endpoint, c.model, input, outputCap, facts.ContextWindow), "messages")
 	return false
 }
 
-// switchModel makes the call's body name model to, clamping its output cap
-// to that model's max_output. base is the guarded body the rewrite starts
-// from; every other byte of it is kept.
-func (c *call) switchModel(base []byte, to string) error {
-	payload, err := policy.RewriteModel(base, to)
-	if err == nil {
-		facts, _ := c.g.cfg.Models.Lookup(to)
-		payload, _, _ = policy.ApplyOutputCap(c.dialect, c.endpoint, payload, policy.OutputCapRule{}, facts.MaxOutput)
-		c.model, c.payload = to, payload
-		return nil
+// retarget makes r name model to, clamping its output cap to that model's
+// max_output (and a thinking budget with it); every other byte is kept. It
+// reports false when it has answered the request itself: the cap that model
+// allows leaves no room for the request's thinking budget.
+func (c *call) retarget(r *policy.Request, to string) bool {
+	r.SetModel(to)
+	facts, _ := c.g.cfg.Models.Lookup(to)
+	if _, _, err := r.ApplyOutputCap(policy.OutputCapRule{}, facts.MaxOutput); err != nil {
+		c.guardAction("max_tokens_rejected")
+		c.writeError(policy.InvalidRequest, "model "+to+" (a fallback of "+c.req.Model+"): "+err.Message, err.Param)
+		return false
 	}
-	c.g.cfg.Logger.Error("rewriting model", zap.Error(err))
-	c.writeError(policy.InvalidRequest, "the request body could not be rewritten for model "+to, "model")
-	return err
+	c.model = to
+	return true
 }
 
 func (c *call) guardAction(action string) {
@@ -344,8 +380,9 @@ func (c *call) attempt(next caddyhttp.Handler) (done bool, err error) {
 	// sooner abandons an attempt that has not started answering. A
 	// response already flowing to the client is never cut.
 	limit := time.Until(c.deadline)
+	c.cut = cutByDeadline
 	if t := c.g.cfg.AttemptTimeout; t > 0 && t < limit {
-		limit = t
+		limit, c.cut = t, cutByAttempt
 	}
 	ctx, cancel := context.WithCancel(c.r.Context())
 	c.timerRunning.Add(1)
@@ -457,7 +494,7 @@ func (c *call) judge(aborted bool, err error) (done bool, _ error) {
 			c.end = ending{errorType: "client_closed", status: statusClientClosed}
 			return true, nil
 		}
-		return c.fail(failure{reason: policy.ReasonTimeout, kind: policy.UpstreamTimeout, err: context.DeadlineExceeded})
+		return c.fail(failure{reason: policy.ReasonTimeout, kind: policy.UpstreamTimeout, err: context.DeadlineExceeded, cut: c.cut})
 	}
 	// Nothing was written.
 	if clientGone {
@@ -520,7 +557,7 @@ func (c *call) fail(f failure) (done bool, _ error) {
 // the last attempt got no response at all (SPEC "When all attempts fail").
 func (c *call) giveUp() error {
 	defer c.finish()
-	if c.attempts == 0 {
+	if c.attempts == 0 && c.last.reason == reasonCircuitOpen {
 		// Every model's circuit is open: nothing was sent. The client may
 		// come back when the first cooldown ends.
 		secs := int64(math.Ceil(c.skipped.Seconds()))
@@ -535,12 +572,28 @@ func (c *call) giveUp() error {
 	}
 	c.restoreHeaders()
 	c.markNoClientRetry()
-	msg := "the upstream API did not answer in time"
-	if c.last.kind == policy.UpstreamUnreachable {
-		msg = "the upstream API could not be reached"
-	}
-	c.writeError(c.last.kind, msg+" after "+strconv.Itoa(c.attempts)+" attempt(s); try again later", "")
+	c.writeError(c.last.kind, c.failureMessage(), "")
 	return nil
+}
+
+// failureMessage says what happened to a call that ends with a gateway 502
+// or 504: what failed, and how many attempts reached the upstream.
+func (c *call) failureMessage() string {
+	made := "1 attempt made"
+	if c.attempts != 1 {
+		made = strconv.Itoa(c.attempts) + " attempts made"
+	}
+	switch {
+	case c.last.kind == policy.UpstreamUnreachable:
+		return "the upstream API could not be reached (" + made + "); try again later"
+	case c.last.cut == cutByDeadline && c.attempts == 0:
+		return "this request's deadline of " + c.g.cfg.Deadline.String() + " ran out before any attempt was made; try again later"
+	case c.last.cut == cutByDeadline:
+		return "the upstream API had not answered when this request's deadline of " + c.g.cfg.Deadline.String() + " ran out (" + made + "); try again later"
+	case c.last.cut == cutByAttempt:
+		return "the upstream API sent no response within the attempt_timeout of " + c.g.cfg.AttemptTimeout.String() + " (" + made + "); try again later"
+	}
+	return "the upstream API timed out (" + made + "); try again later"
 }
 
 // writeHeld sends the held upstream response to the client unchanged, but

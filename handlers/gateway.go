@@ -6,7 +6,10 @@ package handlers
 
 import (
 	"errors"
+	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +25,10 @@ type Config struct {
 	Provider policy.Provider
 	// MaxBody is the largest request body buffered, in bytes.
 	MaxBody int64
+	// MaxBuffered is the most request and held response bytes the
+	// process's gateways keep in memory at once before this one answers
+	// that it is overloaded.
+	MaxBuffered int64
 	// Retries is the number of retries per model after its first attempt.
 	Retries int
 	Backoff policy.Backoff
@@ -54,7 +61,11 @@ type Config struct {
 	Circuit *policy.CircuitBreaker
 	// Budget bounds retries to a share of recent traffic; nil is unlimited.
 	Budget *policy.RetryBudget
-	Logger *zap.Logger
+	// HashKey keys the hash that stands for zone keys in logs (and for the
+	// longest zone keys in the zones), so that the hash cannot be reversed
+	// by guessing and is the same on every instance that shares it.
+	HashKey []byte
+	Logger  *zap.Logger
 }
 
 // Gateway serves LLM API requests resiliently in front of the next handler.
@@ -99,19 +110,86 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	c := newCall(g, w, r, dialect, endpoint)
 	defer c.release()
-
-	if err := readBody(c.body, r.Body, r.ContentLength, g.cfg.MaxBody); err != nil {
-		if errors.Is(err, errBodyTooLarge) {
-			c.reject(policy.BodyTooLarge, "the request body is larger than this gateway's max_body of "+formatBytes(g.cfg.MaxBody)+"; send a smaller request (fewer or smaller images and documents), or raise max_body in the ai_resilience configuration")
-			return nil
-		}
-		if r.Context().Err() != nil {
-			return nil // the client left while sending
-		}
-		c.reject(policy.InvalidRequest, "the request body could not be read: "+err.Error())
+	if !c.readBody() {
+		c.finish()
 		return nil
 	}
 	return c.run(next)
+}
+
+// readBody reads the whole request body, decoded from gzip or deflate,
+// within max_body and max_buffered, and starts the deadline once it is in:
+// a slow upload is bounded by the server's read timeouts, not by the time
+// the gateway allows for attempts. It reports false when it has answered
+// the request itself, or the client has gone.
+func (c *call) readBody() bool {
+	cfg := &c.g.cfg
+	src, encoded, done, err := contentDecoder(c.r)
+	declared := c.r.ContentLength
+	switch {
+	case err != nil:
+	case declared > cfg.MaxBody:
+		err = errBodyTooLarge
+	case encoded:
+		declared = -1 // the declared length is the compressed one
+		fallthrough
+	default:
+		if declared > 0 && !c.charge.fits(declared) {
+			err = errOverBuffered // it could not be held whole: say so at once
+		} else {
+			err = readBody(c.body, src, declared, cfg.MaxBody, &c.charge)
+		}
+	}
+	if done != nil {
+		done()
+	}
+	if err != nil {
+		c.bodyFailed(err, encoded)
+		return false
+	}
+	if encoded {
+		// The upstream gets the body the guards read.
+		c.r.Header.Del("Content-Encoding")
+	}
+	c.deadline = time.Now().Add(cfg.Deadline)
+	return true
+}
+
+// bodyFailed answers a request whose body could not be read whole, in the
+// dialect's shape, or records that the client left.
+func (c *call) bodyFailed(err error, encoded bool) {
+	cfg := &c.g.cfg
+	var tooLarge *http.MaxBytesError // a request_body limit ahead of the gateway
+	var netErr net.Error
+	read, declared := strconv.Itoa(len(*c.body)), strconv.FormatInt(c.r.ContentLength, 10)
+	switch {
+	case errors.Is(err, errBodyTooLarge) || errors.As(err, &tooLarge):
+		c.writeError(policy.BodyTooLarge, "the request body is larger than this gateway's max_body of "+formatBytes(cfg.MaxBody)+
+			" (decoded, when it is compressed); send a smaller request (fewer or smaller images and documents), or raise max_body in the ai_resilience configuration", "")
+	case errors.Is(err, errOverBuffered):
+		c.writeRateLimited(policy.Overloaded, "this gateway is holding as many request bodies in memory as its max_buffered of "+formatBytes(cfg.MaxBuffered)+
+			" allows; retry shortly", time.Second, true)
+	case errors.Is(err, errUnsupportedEncoding):
+		c.writeError(policy.UnsupportedEncoding, "the request body's Content-Encoding "+strconv.Quote(c.r.Header.Get("Content-Encoding"))+
+			" is not one this gateway can read; send the body uncompressed, or compressed with gzip or deflate", "")
+	case decodingFailed(err):
+		c.writeError(policy.InvalidRequest, "the request body is not valid "+c.r.Header.Get("Content-Encoding")+" data, as its Content-Encoding says it is: "+err.Error(), "")
+	case errors.As(err, &netErr) && netErr.Timeout():
+		c.writeError(policy.InvalidRequest, "the request body stopped arriving after "+read+" bytes and the server's read timeout ended the wait; send the whole body without pausing", "")
+		c.end.errorType = "incomplete_request_body"
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		msg := "the request body ended after " + read + " bytes"
+		if c.r.ContentLength > 0 && !encoded {
+			msg += ", short of the " + declared + " bytes its Content-Length declares"
+		} else {
+			msg += ", before it was complete"
+		}
+		c.writeError(policy.InvalidRequest, msg+"; send the whole body", "")
+		c.end.errorType = "incomplete_request_body"
+	default:
+		// The connection broke: nobody is left to answer.
+		c.end = ending{errorType: "client_closed", status: statusClientClosed}
+	}
 }
 
 // passThrough sends a request the gateway does not handle to next as it

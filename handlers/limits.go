@@ -1,7 +1,10 @@
 package handlers
 
 import (
-	"hash/fnv"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -47,6 +50,11 @@ func (c *call) admit() bool {
 		if l.Key != "" && repl != nil {
 			key = repl.ReplaceAll(l.Key, "")
 		}
+		if len(key) > maxZoneKey {
+			// The value is the client's (a header of up to a megabyte):
+			// the zone keeps a fixed-size stand-in instead.
+			key = "#" + c.g.keyHash(key)
+		}
 		c.demands = append(c.demands, policy.Demand{Zone: l.Zone, Key: key})
 	}
 	if c.g.tokenZones {
@@ -54,9 +62,10 @@ func (c *call) admit() bool {
 		// and Azure count max_tokens against TPM up front, reference §5);
 		// a request naming no cap reserves none and settles to its usage.
 		if c.estimate == 0 { // the context guard may have made it already
-			c.estimate = policy.EstimateInputTokens(c.dialect, c.endpoint, c.payload)
+			c.estimate = policy.EstimateInputTokens(c.dialect, c.endpoint, c.req.Body())
 		}
-		c.reserved = c.estimate + c.outputCap
+		// The cap is the client's number, up to 2^63-1: the sum saturates.
+		c.reserved = policy.SaturatingAdd(c.estimate, c.outputCap)
 		c.requestStreamUsage()
 	}
 	maxWait := min(c.g.cfg.MaxWait, time.Until(c.deadline))
@@ -100,8 +109,7 @@ func (c *call) requestStreamUsage() {
 	if c.dialect != policy.OpenAI || c.endpoint != policy.ChatCompletions {
 		return
 	}
-	if payload, injected := policy.RequestStreamUsage(c.payload); injected {
-		c.payload = payload
+	if c.req.RequestStreamUsage() {
 		c.aw.strip = &usageStripper{w: c.w}
 	}
 }
@@ -114,7 +122,7 @@ func (c *call) settle(usage policy.Usage, status int) {
 	if !c.g.tokenZones || !c.admitted {
 		return
 	}
-	actual := usage.InputTokens + usage.OutputTokens
+	actual := policy.SaturatingAdd(usage.InputTokens, usage.OutputTokens)
 	switch {
 	case actual > 0:
 	case !successful(status):
@@ -147,7 +155,7 @@ func (c *call) refuse(r *policy.Refusal) {
 		msg = "rate limit of zone " + strconv.Quote(r.Zone) + " reached; retry in " + r.Retry.Round(time.Millisecond).String()
 	}
 	if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, "rate limited"); ce != nil {
-		ce.Write(zap.String("zone", r.Zone), zap.String("key_hash", keyHash(c.demandKey(r.Zone))), zap.Bool("never", r.Never), zap.Int64("tokens", c.reserved), zap.Int64("retry_ms", r.Retry.Milliseconds()))
+		ce.Write(zap.String("zone", r.Zone), zap.String("key_hash", c.g.keyHash(c.demandKey(r.Zone))), zap.Bool("never", r.Never), zap.Int64("tokens", c.reserved), zap.Int64("retry_ms", r.Retry.Milliseconds()))
 	}
 	c.writeRateLimited(kind, msg, r.Retry, !r.Never)
 }
@@ -162,15 +170,23 @@ func (c *call) demandKey(zone string) string {
 	return ""
 }
 
+// maxZoneKey is the longest zone key kept as it is; a longer one is kept
+// as its keyed hash, so a zone's memory is bounded by its max_keys alone.
+const maxZoneKey = 64
+
 // keyHash identifies a zone key in logs without writing it: keys are often
-// API keys or user ids.
-func keyHash(key string) string {
+// API keys or user ids. It is HMAC-SHA256 under the gateway's hash key,
+// truncated to 64 bits: without the key, a log line cannot confirm a
+// guessed API key (a plain hash of a low-entropy id could be reversed by
+// trying candidates), and instances that share the key hash alike.
+func (g *Gateway) keyHash(key string) string {
 	if key == "" {
 		return ""
 	}
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(key))
-	return strconv.FormatUint(h.Sum64(), 16)
+	m := hmac.New(sha256.New, g.cfg.HashKey)
+	_, _ = io.WriteString(m, key)
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(m.Sum(sum[:0])[:8])
 }
 
 // writeZoneHeaders describes a zone the way the provider describes its own

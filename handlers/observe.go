@@ -50,10 +50,11 @@ func (c *call) finish() {
 			zap.Int64("output_tokens", usage.OutputTokens),
 			zap.String("stop_reason", usage.StopReason),
 		}
-		// The official SDKs count their own retries in this header
-		// (reference §1.1): it tells a client's retries from the gateway's.
-		if n := c.r.Header.Get("X-Stainless-Retry-Count"); n != "" && n != "0" {
-			fields = append(fields, zap.String("client_retry", n))
+		// The official SDKs count their own retries in this header: it
+		// tells a client's retries from the gateway's. Only a small count
+		// is logged; the header's text is the client's, of any length.
+		if n, err := strconv.Atoi(c.r.Header.Get("X-Stainless-Retry-Count")); err == nil && n > 0 && n < 1000 {
+			fields = append(fields, zap.Int("client_retry", n))
 		}
 		if failed {
 			fields = append(fields, zap.String("error_type", c.end.errorType))

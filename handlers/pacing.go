@@ -24,7 +24,9 @@ func (g *Gateway) notePace(d policy.Dialect, h http.Header) {
 	if !ok || reset <= 0 {
 		return
 	}
-	until := now.Add(reset).UnixNano()
+	// The reset is the upstream's number: the sum saturates rather than
+	// wrapping to an instant in the past.
+	until := policy.SaturatingAdd(now.UnixNano(), int64(reset))
 	for {
 		prev := g.pausedUntil.Load()
 		if prev >= until || g.pausedUntil.CompareAndSwap(prev, until) {

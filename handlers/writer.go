@@ -39,6 +39,8 @@ type attemptWriter struct {
 	status  int
 	verdict policy.Verdict
 	held    *bytes.Buffer // the body of a held response, pooled
+	charge  *bufferCharge // the call's share of max_buffered
+	holding int64         // of which held takes this many bytes
 	tap     *responseTap
 	// strip, when set, leaves the usage chunk the gateway asked for out of
 	// a successful Chat Completions stream.
@@ -47,6 +49,8 @@ type attemptWriter struct {
 
 // reset prepares the writer for a new attempt.
 func (aw *attemptWriter) reset() {
+	aw.charge.give(aw.holding)
+	aw.holding = 0
 	putBuffer(aw.held)
 	aw.held, aw.status, aw.verdict = nil, 0, policy.Verdict{}
 	aw.tap.release()
@@ -93,7 +97,10 @@ func (aw *attemptWriter) Write(p []byte) (int, error) {
 	}
 	switch aw.state.Load() {
 	case stateHeld:
-		if aw.held.Len()+len(p) <= maxHeldBody {
+		// A response too large to judge, or one that would pass
+		// max_buffered, goes to the client as it is.
+		if aw.held.Len()+len(p) <= maxHeldBody && aw.charge.take(int64(len(p))) {
+			aw.holding += int64(len(p))
 			return aw.held.Write(p)
 		}
 		if !aw.spill() {

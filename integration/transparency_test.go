@@ -22,8 +22,10 @@ func TestDefaultGuardsPassWhatProvidersAccept(t *testing.T) {
 			`{"model":"claude-haiku-4-5","max_tokens":64,"temperature":0.5e0,"top_p":-0.0,"x":[null,true,false,{"a":[[]]},1E-3],"metadata":{"user_id":"u"},"messages":[{"role":"user","content":"hi"}]}`},
 		{"anthropic system role, blocks, tools", "/v1/messages",
 			`{"model":"claude-haiku-4-5","max_tokens":64,"system":[{"type":"text","text":"be brief","cache_control":{"type":"ephemeral"}}],"tools":[{"name":"get","input_schema":{"type":"object","properties":{}}}],"messages":[{"role":"system","content":"also brief"},{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw0KGgo="}}]},{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"get","input":{"type":"not a block"}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":[{"type":"text","text":"ok"}]}]},{"role":"assistant","content":""}]}`},
-		{"anthropic repeated key, last wins", "/v1/messages",
-			`{"model":"claude-haiku-4-5","max_tokens":"x","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}`},
+		// A repeated member the gateway does not read is the provider's
+		// business (one it reads is refused: see TestIntegrity*).
+		{"anthropic repeated unread key, last wins", "/v1/messages",
+			`{"model":"claude-haiku-4-5","max_tokens":64,"temperature":"x","temperature":0.5,"messages":[{"role":"user","content":"hi","role":"user"}]}`},
 		{"openai chat parts, tool calls, null content", "/v1/chat/completions",
 			`{"model":"gpt-4o-mini","max_tokens":null,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"}}},"messages":[{"role":"developer","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}}]},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"get","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c1","content":"ok"}]}`},
 		{"openai responses input items", "/v1/responses",

@@ -51,21 +51,21 @@ func BenchmarkReadRequest(b *testing.B) {
 		} {
 			body := messagesBody(size.n, c.modelFirst, c.stream)
 			b.Run(size.name+"/"+c.name, func(b *testing.B) {
-				want := policy.ReadRequest(body)
+				want := policy.ReadRequest(policy.Anthropic, policy.Messages, body)
 				if want.Model != "claude-sonnet-4-5" {
 					b.Fatalf("ReadRequest = %+v", want)
 				}
 				b.SetBytes(int64(len(body)))
 				b.ReportAllocs()
 				for b.Loop() {
-					readRequestSink = policy.ReadRequest(body)
+					readRequestSink = policy.ReadRequest(policy.Anthropic, policy.Messages, body)
 				}
 			})
 		}
 	}
 }
 
-func BenchmarkRewriteModel(b *testing.B) {
+func BenchmarkSetModel(b *testing.B) {
 	for _, size := range []struct {
 		name string
 		n    int
@@ -76,13 +76,15 @@ func BenchmarkRewriteModel(b *testing.B) {
 				name = size.name + "/model_last"
 			}
 			body := messagesBody(size.n, first, false)
+			r := policy.ReadRequest(policy.Anthropic, policy.Messages, body)
 			b.Run(name, func(b *testing.B) {
 				b.SetBytes(int64(len(body)))
 				b.ReportAllocs()
 				for b.Loop() {
-					out, err := policy.RewriteModel(body, "claude-haiku-4-5")
-					if err != nil || len(out) == 0 {
-						b.Fatal(err)
+					fallback := r.Clone()
+					fallback.SetModel("claude-haiku-4-5")
+					if len(fallback.Body()) == 0 {
+						b.Fatal("empty body")
 					}
 				}
 			})

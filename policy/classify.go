@@ -164,9 +164,10 @@ var quotaCodes = [...]string{
 // `[{"error":{...}}]` (§6), so each element of a top-level array is checked
 // too. Anthropic has no such distinction on the wire (its spend caps are
 // plain rate_limit_error 429s, §1.4), and a body that is not valid JSON says
-// nothing, so both give false.
+// nothing, so both give false. The body comes from the upstream, so the
+// validity check is one that deep nesting cannot make expensive.
 func QuotaExhausted(d Dialect, body []byte) bool {
-	if d != OpenAI || !gjson.ValidBytes(body) {
+	if d != OpenAI || !validJSON(body) {
 		return false
 	}
 	root := gjson.ParseBytes(body)

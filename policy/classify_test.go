@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -262,6 +263,26 @@ func TestQuotaExhausted(t *testing.T) {
 	}
 	if QuotaExhausted(OpenAI, nil) {
 		t.Error("QuotaExhausted(OpenAI, nil) = true")
+	}
+}
+
+// TestQuotaExhaustedDeepNesting checks that a hostile 429 body, a million
+// '[' (or as many nested arrays, closed), is judged with a small stack: the
+// goroutine's stack is capped for the test, so a check that recursed once
+// per level would end the test binary with a stack overflow.
+func TestQuotaExhaustedDeepNesting(t *testing.T) {
+	defer debug.SetMaxStack(debug.SetMaxStack(1 << 20))
+	const depth = 1 << 20
+	for _, body := range [][]byte{
+		bytes.Repeat([]byte("["), depth),
+		append(bytes.Repeat([]byte("["), depth), bytes.Repeat([]byte("]"), depth)...),
+		append(append([]byte(`[{"error":{"code":"insufficient_quota"}},`), bytes.Repeat([]byte("["), depth)...), append(bytes.Repeat([]byte("]"), depth), ']')...),
+	} {
+		done := make(chan bool)
+		go func() { done <- QuotaExhausted(OpenAI, body) }()
+		if got, want := <-done, body[1] == '{'; got != want {
+			t.Errorf("QuotaExhausted(%.20s…) = %v, want %v", body, got, want)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ package policy
 
 import (
 	"fmt"
+	pathpkg "path"
 	"strings"
 )
 
@@ -122,8 +123,16 @@ var endpointSuffixes = [...]struct {
 // under this provider setting. Under Auto, a path that matches no known
 // endpoint is Passthrough. A forced provider treats every path as its
 // dialect, using the path only to tell OpenAI endpoints apart.
+//
+// The path is judged cleaned, as the upstream's router will see it: dot
+// segments removed and repeated slashes folded (RFC 3986, section 5.2.4),
+// so that no spelling of an API path (`/v1/x/../messages`,
+// `/v1/./messages`, `//v1//messages/`) goes around the guards.
 func (p Provider) Detect(path string) (Dialect, Endpoint) {
-	path = strings.TrimSuffix(path, "/")
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	path = pathpkg.Clean(path) // allocates only when the path is not clean
 	forced := p.forced()
 	for _, s := range endpointSuffixes {
 		if strings.HasSuffix(path, s.suffix) && (p == Auto || s.dialect == forced) {

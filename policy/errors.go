@@ -33,6 +33,12 @@ const (
 	UpstreamUnreachable
 	// UpstreamTimeout is a timeout on the last attempt.
 	UpstreamTimeout
+	// Overloaded is a request the gateway cannot hold in memory now
+	// (max_buffered); it may be retried shortly.
+	Overloaded
+	// UnsupportedEncoding is a request body in a Content-Encoding the
+	// gateway cannot decode, so cannot guard.
+	UnsupportedEncoding
 )
 
 // errorShapes holds, per kind, each dialect's status, type and (OpenAI)
@@ -55,6 +61,8 @@ var errorShapes = [...]struct {
 	TokensLimited:       {http.StatusTooManyRequests, "rate_limit_error", http.StatusTooManyRequests, "tokens", "rate_limit_exceeded"},
 	UpstreamUnreachable: {http.StatusBadGateway, "api_error", http.StatusBadGateway, "server_error", "bad_gateway"},
 	UpstreamTimeout:     {http.StatusGatewayTimeout, "timeout_error", http.StatusGatewayTimeout, "server_error", "timeout"},
+	Overloaded:          {529, "overloaded_error", http.StatusServiceUnavailable, "server_error", ""},
+	UnsupportedEncoding: {http.StatusUnsupportedMediaType, "invalid_request_error", http.StatusUnsupportedMediaType, "invalid_request_error", "unsupported_content_encoding"},
 }
 
 // Status returns the HTTP status the gateway answers with for this kind in
@@ -131,8 +139,12 @@ func (k ErrorKind) String() string {
 		return "rate_limit_error"
 	case UpstreamUnreachable:
 		return "connection_error"
-	default:
+	case UpstreamTimeout:
 		return "timeout_error"
+	case Overloaded:
+		return "overloaded_error"
+	default:
+		return "unsupported_content_encoding"
 	}
 }
 

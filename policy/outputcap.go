@@ -1,34 +1,26 @@
 package policy
 
-import (
-	"fmt"
-	"math"
-	"strconv"
+import "fmt"
 
-	"github.com/tidwall/gjson"
-	"github.com/tidwall/sjson"
-)
-
-// The body fields that cap output tokens, per endpoint (reference:
-// provider-semantics.md §1.2, §2.2, §2.5, §7.7). Chat Completions has two:
-// max_completion_tokens is current and `max_tokens` is deprecated but still
-// accepted, so a cap must be enforced on both or a client could slip past
-// it with the old name. The first field of each list is the one the gateway
-// inserts when a request names none.
+// The body fields that cap output tokens, per endpoint. Chat Completions has
+// two: max_completion_tokens is current and `max_tokens` is deprecated but
+// still accepted, so a cap must be enforced on both or a client could slip
+// past it with the old name. The first field of each list is the one the
+// gateway inserts when a request names none.
 var (
-	messagesCapFields    = []string{"max_tokens"}
-	chatCapFields        = []string{"max_completion_tokens", "max_tokens"}
-	responsesCapFields   = []string{"max_output_tokens"}
-	completionsCapFields = []string{"max_tokens"}
+	messagesCapFields    = []field{fieldMaxTokens}
+	chatCapFields        = []field{fieldMaxCompletionTokens, fieldMaxTokens}
+	responsesCapFields   = []field{fieldMaxOutputTokens}
+	completionsCapFields = []field{fieldMaxTokens}
 )
 
-// OutputCapFields returns the body fields that cap output tokens for the
+// capFields returns the body fields that cap output tokens for the
 // endpoint: Anthropic Messages `max_tokens`; Chat Completions
 // `max_completion_tokens` and the deprecated `max_tokens`; Responses
 // `max_output_tokens`; legacy Completions `max_tokens`. Embeddings and
 // unknown endpoints have none. The returned slice is shared: do not modify
 // it.
-func OutputCapFields(d Dialect, e Endpoint) []string {
+func capFields(d Dialect, e Endpoint) []field {
 	switch {
 	case d == Anthropic && e == Messages:
 		return messagesCapFields
@@ -40,6 +32,17 @@ func OutputCapFields(d Dialect, e Endpoint) []string {
 		return completionsCapFields
 	}
 	return nil
+}
+
+// OutputCapFields returns the names of the body fields that cap output
+// tokens for the endpoint (see capFields).
+func OutputCapFields(d Dialect, e Endpoint) []string {
+	fields := capFields(d, e)
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = fieldPaths[f]
+	}
+	return names
 }
 
 // CapMode is what the `max_tokens <n> [clamp|reject]` guard does with a
@@ -76,113 +79,93 @@ type OutputCapRule struct {
 	Default int64
 }
 
-// CapError is a request whose output cap is above the configured ceiling
-// in CapReject mode. Its message is written for the person who sent the
-// request; Field is the JSON field to name as the error's param.
-type CapError struct {
-	Field string
-	Value int64
-	Limit int64
-}
+// minThinkingBudget is the smallest `thinking.budget_tokens` Anthropic
+// accepts; the budget must also stay below max_tokens
+// (https://docs.anthropic.com/en/docs/build-with-claude/extended-thinking).
+const minThinkingBudget = 1024
 
-func (e *CapError) Error() string {
-	return fmt.Sprintf("%s is %d, above the %d output tokens this gateway allows per request; send %s of at most %d (or ask the gateway's operator to raise its max_tokens limit)",
-		e.Field, e.Value, e.Limit, e.Field, e.Limit)
-}
-
-// ApplyOutputCap enforces the output-cap guard on a request body and
-// returns the body to send, the effective output cap, and a CapError when
-// the request must be refused.
+// ApplyOutputCap enforces the output-cap guard on the request and returns
+// the effective output cap, whether it changed the body, and a RequestError
+// when the request must be refused.
 //
-// Every cap field the endpoint uses is checked. A value above the ceiling
-// is clamped to it (or, in CapReject mode, refused); a value above
-// modelMax, the model's own max_output from the model table, is always
-// clamped, since the provider would reject it (SPEC "model"). A body that
-// names no cap (or names it as null) gets rule.Default in the endpoint's
-// preferred field, itself clamped. The effective cap is the largest value
-// left in the body, or 0 when the body names none: the context guard and
-// the rate limiter then fall back to the model's max_output.
+// Every cap field the endpoint uses is checked, by value in any JSON number
+// form. A value above the ceiling is clamped to it (or, in CapReject mode,
+// refused); a value above modelMax, the model's own max_output from the
+// model table, is always clamped, since the provider would reject it. A
+// body that names no cap (or names it as null) gets rule.Default in the
+// endpoint's preferred field, itself clamped. A value the gateway writes is
+// an integer. The effective cap is the largest value left in the body, or 0
+// when the body names none: the context guard and the rate limiter then
+// fall back to the model's max_output.
 //
-// Edits go through sjson, which rewrites only the one value and keeps every
-// other byte; when nothing changes the input slice itself is returned. A
-// body that is not a JSON object, or a cap that is not an integer, is left
-// as it is: the validator or the provider answers those.
-func ApplyOutputCap(d Dialect, e Endpoint, body []byte, rule OutputCapRule, modelMax int64) ([]byte, int64, *CapError) {
-	fields := OutputCapFields(d, e)
-	if len(fields) == 0 || !isJSONObject(body) {
-		return body, 0, nil
+// A cap the gateway lowers or sets must leave the request valid: an
+// Anthropic `thinking.budget_tokens` must stay below max_tokens and at
+// least 1024, so it is lowered with the cap, and when no budget fits the
+// request is refused with both numbers. A request that is invalid as it
+// came is left for the validator or the provider to answer, as is a body
+// that is not a JSON object or a cap that is not a number.
+func (r *Request) ApplyOutputCap(rule OutputCapRule, modelMax int64) (effective int64, changed bool, _ *RequestError) {
+	fields := capFields(r.d, r.e)
+	if len(fields) == 0 || !r.object {
+		return 0, false, nil
 	}
 	limit := rule.Ceiling
 	if modelMax > 0 && (limit <= 0 || modelMax < limit) {
 		limit = modelMax
 	}
-	out := body
-	var effective int64
 	named := false
-	for _, field := range fields {
-		v := gjson.Get(bytesView(out), field)
-		if !v.Exists() || v.Type == gjson.Null {
+	for _, f := range fields {
+		raw := r.raw(f)
+		if raw == nil || string(raw) == "null" {
 			continue
 		}
 		named = true
-		n, ok := parseJSONInt(v.Raw)
+		n, ok := numberValue(raw)
 		if !ok {
 			continue
 		}
 		if rule.Mode == CapReject && rule.Ceiling > 0 && n > rule.Ceiling {
-			return body, 0, &CapError{Field: field, Value: n, Limit: rule.Ceiling}
+			p := fieldPaths[f]
+			return 0, changed, &RequestError{Param: p, Message: fmt.Sprintf("%s is %s, above the %d output tokens this gateway allows per request; send %s of at most %d (or ask the gateway's operator to raise its max_tokens limit)",
+				p, raw, rule.Ceiling, p, rule.Ceiling)}
 		}
 		if limit > 0 && n > limit {
-			edited, err := sjson.SetBytes(out, field, limit)
-			if err != nil {
-				return body, 0, nil
-			}
-			out, n = edited, limit
+			r.setInt(f, limit)
+			n, changed = limit, true
 		}
 		effective = max(effective, n)
 	}
 	if !named && rule.Default > 0 {
-		n := rule.Default
-		if limit > 0 && n > limit {
-			n = limit
+		effective = rule.Default
+		if limit > 0 {
+			effective = min(effective, limit)
 		}
-		edited, err := sjson.SetBytes(out, fields[0], n)
-		if err != nil {
-			return body, 0, nil
-		}
-		out, effective = edited, n
+		r.setInt(fields[0], effective)
+		changed = true
 	}
-	return out, effective, nil
+	if changed {
+		if err := r.fitThinking(effective); err != nil {
+			return 0, changed, err
+		}
+	}
+	return effective, changed, nil
 }
 
-// isJSONObject reports whether body starts, after whitespace, with '{'.
-func isJSONObject(body []byte) bool {
-	i := skipSpace(bytesView(body), 0)
-	return i < len(body) && body[i] == '{'
-}
-
-// parseJSONInt parses a raw JSON number that is an integer (no fraction,
-// no exponent). An integer too large for int64 saturates, so it still
-// counts as far above any ceiling.
-func parseJSONInt(raw string) (int64, bool) {
-	digits := raw
-	if len(digits) > 0 && digits[0] == '-' {
-		digits = digits[1:]
+// fitThinking keeps an Anthropic thinking budget below an output cap the
+// gateway has just lowered or set to maxTokens.
+func (r *Request) fitThinking(maxTokens int64) *RequestError {
+	if r.d != Anthropic || string(r.raw(fieldThinkingType)) != `"enabled"` {
+		return nil
 	}
-	if digits == "" {
-		return 0, false
+	budget, ok := numberValue(r.raw(fieldThinkingBudget))
+	if !ok || budget < maxTokens {
+		return nil
 	}
-	for i := 0; i < len(digits); i++ {
-		if digits[i] < '0' || digits[i] > '9' {
-			return 0, false
-		}
+	if maxTokens-1 < minThinkingBudget {
+		return &RequestError{Param: "thinking.budget_tokens", Message: fmt.Sprintf(
+			"this gateway limits max_tokens to %d for this request, but thinking.budget_tokens is %d, and a thinking budget must be below max_tokens and at least %d; "+
+				"turn thinking off, or ask the gateway's operator for a max_tokens limit above %d", maxTokens, budget, minThinkingBudget, minThinkingBudget)}
 	}
-	n, err := strconv.ParseInt(raw, 10, 64)
-	if err != nil { // only out of range is left
-		if raw[0] == '-' {
-			return math.MinInt64, true
-		}
-		return math.MaxInt64, true
-	}
-	return n, true
+	r.setInt(fieldThinkingBudget, maxTokens-1)
+	return nil
 }

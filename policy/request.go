@@ -1,77 +1,457 @@
 package policy
 
 import (
-	"fmt"
+	"encoding/json"
+	"math"
+	"math/bits"
+	"slices"
+	"strconv"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/tidwall/gjson"
-	"github.com/tidwall/sjson"
 )
 
-// Request is what the gateway reads from a request body before the first
-// attempt.
+// MaxModelBytes is the longest `model` value the gateway accepts. Real ids
+// are short (the longest in the built-in table is under 40 bytes; fine-tuned
+// OpenAI ids and Bedrock ARNs stay well under 256), while a model name is
+// stored and logged per request: a circuit per model, a log field, a metric
+// label. A longer one is refused rather than kept.
+const MaxModelBytes = 256
+
+// field is a value the gateway reads or rewrites in a request body: a
+// top-level member, or one of the few members inside one that it adjusts.
+type field uint8
+
+const (
+	fieldModel field = iota
+	fieldStream
+	fieldMaxTokens
+	fieldMaxCompletionTokens
+	fieldMaxOutputTokens
+	fieldMessages
+	fieldInput
+	fieldSystem
+	fieldThinking
+	fieldStreamOptions
+	fieldThinkingType
+	fieldThinkingBudget
+	fieldIncludeUsage
+	numFields
+)
+
+// numTopFields ends the top-level members; the fields after it are nested.
+const numTopFields = fieldThinkingType
+
+// fieldPaths names each field as a dotted path, for messages and the OpenAI
+// error's `param`.
+var fieldPaths = [numFields]string{
+	fieldModel:               "model",
+	fieldStream:              "stream",
+	fieldMaxTokens:           "max_tokens",
+	fieldMaxCompletionTokens: "max_completion_tokens",
+	fieldMaxOutputTokens:     "max_output_tokens",
+	fieldMessages:            "messages",
+	fieldInput:               "input",
+	fieldSystem:              "system",
+	fieldThinking:            "thinking",
+	fieldStreamOptions:       "stream_options",
+	fieldThinkingType:        "thinking.type",
+	fieldThinkingBudget:      "thinking.budget_tokens",
+	fieldIncludeUsage:        "stream_options.include_usage",
+}
+
+// topField returns the field a top-level key names, if the gateway reads it.
+func topField(key string) (field, bool) {
+	for f := field(0); f < numTopFields; f++ {
+		if fieldPaths[f] == key {
+			return f, true
+		}
+	}
+	return 0, false
+}
+
+// span is where a value lies in the body: body[start:end]. Every JSON value
+// is at least one byte long, so the zero span means "absent".
+type span struct{ start, end int }
+
+func (s span) present() bool { return s.end > s.start }
+
+// Request is a request body read once, in a single pass (ReadRequest), into
+// everything the gateway needs before the first attempt: whether it is JSON,
+// where each member it reads or rewrites lies, which of them are given
+// twice, and the facts the validation rules look at. The guards then read
+// from it, and every edit (the model of a fallback, a clamped output cap, a
+// lowered thinking budget, include_usage) is a splice at a recorded offset
+// that keeps every other byte and moves the offsets after it, so no edit
+// walks the body again.
+//
+// The body a Request is read from must not change while the Request is in
+// use: the Request points into it. Its first edit copies the body, and
+// later edits change that copy in place, so a Request must not be edited
+// once its Body has been handed to an upstream attempt; Clone gives an
+// independent one to edit instead.
 type Request struct {
-	// Model is the body's top-level "model" string, or empty.
+	// Model is the top-level "model" string as the client sent it
+	// (unescaped), or empty when there is none or it is not a string. A
+	// model over MaxModelBytes is cut to that length here, for the log line
+	// of its refusal (see Integrity).
 	Model string
+
+	d         Dialect
+	e         Endpoint
+	body      []byte
+	owned     bool // body is this Request's own copy, safe to edit in place
+	at        [numFields]span
+	closer    int    // offset of the top-level object's closing brace
+	members   bool   // the top-level object has at least one member
+	json      bool   // the whole body is one JSON value
+	object    bool   // ... and it is an object
+	dups      uint16 // a bit per field given more than once
+	modelLen  int    // the model value's length in bytes as sent; 0 when absent
+	longModel bool   // the model is over MaxModelBytes, unescaped
+	fault     blockFault
 }
 
-// ReadRequest reads the fields the gateway needs from a JSON request body,
-// walking the top level only until it finds them: the SDKs put "model" near
-// the start, so a long conversation after it is not scanned. A body that is
-// not a JSON object yields the zero Request: such a request is still
-// proxied (or refused by validation), only without fallback.
-func ReadRequest(body []byte) Request {
-	var req Request
-	// The body stays alive for the whole call; the view avoids copying a
-	// large body into a string just to scan it.
-	doc := gjson.Parse(bytesView(body))
-	if !doc.IsObject() {
-		return req
+// ReadRequest reads an API request body in one pass: it checks the JSON
+// grammar (RFC 8259), records where each member the gateway reads or
+// rewrites lies and whether one is given twice, and for Messages and Chat
+// Completions notes the first malformed content block. Requests the gateway
+// does not understand (Passthrough, EndpointOther) are not read.
+//
+// A body that is not JSON is read as far as it is: the members before the
+// first fault are recorded, and the guards apply to them (with `validate
+// off` such a body still goes upstream, which will refuse it).
+func ReadRequest(d Dialect, e Endpoint, body []byte) Request {
+	r := Request{d: d, e: e, body: body}
+	if d == Passthrough || e == EndpointOther {
+		return r
 	}
-	doc.ForEach(func(key, value gjson.Result) bool {
-		if key.Str != "model" {
-			return true
+	s := bodyScanner{b: body, walkMessages: e == Messages || e == ChatCompletions}
+	r.json = s.document(&r)
+	r.readModel()
+	return r
+}
+
+// document reads the whole body into r and reports whether it is JSON.
+func (s *bodyScanner) document(r *Request) bool {
+	if s.peek() != '{' {
+		if !s.value() {
+			return false
 		}
-		if value.Type == gjson.String {
-			req.Model = string([]byte(value.Str)) // copy: the body buffer is pooled
+		s.ws()
+		return s.i == len(s.b)
+	}
+	r.object = true
+	if !s.object(func(key string) bool {
+		r.members = true
+		f, known := topField(key)
+		if !known {
+			return s.value()
 		}
+		start := s.i
+		var ok bool
+		switch c := s.b[s.i]; {
+		case f == fieldMessages && c == '[' && s.walkMessages:
+			r.fault = blockFault{} // judged on the last "messages", as the provider reads it
+			ok = s.messages(&r.fault)
+		case (f == fieldThinking || f == fieldStreamOptions) && c == '{':
+			ok = s.nested(r, f)
+		default:
+			ok = s.value()
+		}
+		if ok {
+			r.record(f, span{start, s.i})
+		}
+		return ok
+	}) {
 		return false
-	})
-	return req
-}
-
-// RewriteModel returns body with its top-level "model" value replaced by
-// model. Every other byte is kept as it was: fallback must not change what
-// the client asked for beyond the model (SPEC "fallback").
-func RewriteModel(body []byte, model string) ([]byte, error) {
-	out, err := sjson.SetBytes(body, "model", model)
-	if err != nil {
-		return nil, fmt.Errorf("rewriting model to %q: %w", model, err)
 	}
-	return out, nil
+	r.closer = s.i - 1
+	s.ws()
+	return s.i == len(s.b)
 }
 
-// bytesView returns a string sharing b's memory. The caller must not change
-// b while the string, or anything sliced from it, is in use.
-func bytesView(b []byte) string {
-	return unsafe.String(unsafe.SliceData(b), len(b))
+// nested reads the object at the cursor, the value of the top-level field
+// parent, recording the members of it the gateway reads.
+func (s *bodyScanner) nested(r *Request, parent field) bool {
+	pp := fieldPaths[parent]
+	return s.object(func(key string) bool {
+		start := s.i
+		ok := s.value()
+		for f := numTopFields; f < numFields && ok; f++ {
+			p := fieldPaths[f]
+			if len(p) == len(pp)+1+len(key) && p[:len(pp)] == pp && p[len(pp)] == '.' && p[len(pp)+1:] == key {
+				r.record(f, span{start, s.i})
+			}
+		}
+		return ok
+	})
+}
+
+// record notes where field f lies, and whether it was seen before.
+func (r *Request) record(f field, at span) {
+	if r.at[f].present() {
+		r.dups |= 1 << f
+	}
+	r.at[f] = at
+}
+
+// readModel sets Model from the recorded "model" value.
+func (r *Request) readModel() {
+	raw := r.raw(fieldModel)
+	if len(raw) == 0 || raw[0] != '"' {
+		return
+	}
+	r.modelLen = len(raw) - 2
+	// An escape takes at most six bytes for each byte it stands for, so a
+	// value this long is over the bound without unescaping it.
+	if r.modelLen > 6*MaxModelBytes {
+		r.Model, r.longModel = validPrefix(raw[1:], MaxModelBytes), true
+		return
+	}
+	m := string(raw[1 : len(raw)-1]) // a copy: the body is a pooled buffer
+	for _, c := range raw {
+		if c == '\\' {
+			m = gjson.ParseBytes(raw).Str
+			break
+		}
+	}
+	if len(m) > MaxModelBytes {
+		m, r.longModel = validPrefix([]byte(m), MaxModelBytes), true
+	}
+	r.Model = m
+}
+
+// validPrefix returns at most n bytes of b, cut at a UTF-8 boundary.
+func validPrefix(b []byte, n int) string {
+	if len(b) <= n {
+		return string(b)
+	}
+	for n > 0 && !utf8.RuneStart(b[n]) {
+		n--
+	}
+	return string(b[:n])
+}
+
+// raw returns field f's raw JSON value, or nil when the body has none.
+func (r *Request) raw(f field) []byte {
+	if !r.at[f].present() {
+		return nil
+	}
+	return r.body[r.at[f].start:r.at[f].end]
+}
+
+// Body returns the body to send, with every edit made so far.
+func (r *Request) Body() []byte { return r.body }
+
+// Stream reports whether the body asks for a streamed answer.
+func (r *Request) Stream() bool { return string(r.raw(fieldStream)) == "true" }
+
+// Integrity reports what makes the body unsafe to guard, whatever the
+// `validate` setting: a member the gateway reads or rewrites given twice
+// (the providers' JSON parsers keep the last one, so the guards would judge
+// one value and the provider use another), or a model id longer than
+// MaxModelBytes.
+func (r *Request) Integrity() *RequestError {
+	if r.dups != 0 {
+		// Name the outermost member: a top-level member given twice
+		// repeats its nested ones too.
+		p := fieldPaths[bits.TrailingZeros16(r.dups)]
+		return &RequestError{Param: p, Message: "`" + p + "` appears more than once in the request body. " +
+			"Send each member once: the provider would use the last one, and this gateway does not guess which was meant."}
+	}
+	if r.longModel {
+		return &RequestError{Param: "model", Message: "`model` is longer than " + strconv.Itoa(MaxModelBytes) + " bytes (" + strconv.Itoa(r.modelLen) +
+			" bytes as sent); model ids are shorter. Send the model's id, for example " + exampleModel(r.e) + "."}
+	}
+	return nil
+}
+
+// Clone returns a Request with its own copy of the body, to edit while the
+// original's body is in use upstream.
+func (r *Request) Clone() Request {
+	c := *r
+	c.body = slices.Clone(r.body)
+	c.owned = true
+	return c
+}
+
+// SetModel makes the body name model, replacing the top-level "model"
+// value (or adding one). Every other byte is kept.
+func (r *Request) SetModel(model string) {
+	v, _ := json.Marshal(model) // a string always marshals
+	if r.at[fieldModel].present() {
+		r.replace(fieldModel, v)
+		return
+	}
+	r.insertMember(fieldModel, v)
 }
 
 // RequestStreamUsage makes an OpenAI Chat Completions stream request ask for
 // the final usage chunk (`stream_options.include_usage`), which the gateway
 // needs to settle token limits to real usage. It reports whether it changed
 // the body: only then is the extra chunk the client's to lose, and the
-// gateway strips it again (reference §7.6).
-func RequestStreamUsage(body []byte) ([]byte, bool) {
-	r := gjson.GetManyBytes(body, "stream", "stream_options.include_usage")
-	if r[0].Type != gjson.True || r[1].Type == gjson.True {
-		return body, false
+// gateway strips it again.
+func (r *Request) RequestStreamUsage() bool {
+	if !r.object || !r.Stream() || string(r.raw(fieldIncludeUsage)) == "true" {
+		return false
 	}
-	out, err := sjson.SetBytes(body, "stream_options.include_usage", true)
-	if err != nil {
-		return body, false
+	opts := r.raw(fieldStreamOptions)
+	switch {
+	case opts == nil:
+		r.insertMember(fieldStreamOptions, []byte(`{"include_usage":true}`))
+		at := r.at[fieldStreamOptions]
+		r.at[fieldIncludeUsage] = span{at.end - len(`true}`), at.end - 1}
+	case r.at[fieldIncludeUsage].present():
+		r.replace(fieldIncludeUsage, []byte("true"))
+	case opts[0] == '{':
+		const key = `"include_usage":`
+		member := key + "true"
+		if i := skipSpace(bytesView(opts), 1); opts[i] != '}' {
+			member += ","
+		}
+		at := r.at[fieldStreamOptions].start + 1
+		r.insert(at, []byte(member))
+		r.at[fieldIncludeUsage] = span{at + len(key), at + len(key) + len("true")}
+	case string(opts) == "null":
+		r.replace(fieldStreamOptions, []byte(`{"include_usage":true}`))
+		at := r.at[fieldStreamOptions]
+		r.at[fieldIncludeUsage] = span{at.end - len(`true}`), at.end - 1}
+	default:
+		return false // not an object: the provider will say so
 	}
-	return out, true
+	return true
+}
+
+// setInt writes n as field f's value, as an integer.
+func (r *Request) setInt(f field, n int64) {
+	var buf [20]byte
+	v := strconv.AppendInt(buf[:0], n, 10)
+	if r.at[f].present() {
+		r.replace(f, v)
+		return
+	}
+	r.insertMember(f, v)
+}
+
+// replace splices v in place of field f's value. Offsets after it move by
+// the change in length; the members that contain it grow or shrink with it.
+func (r *Request) replace(f field, v []byte) {
+	at := r.at[f]
+	delta := len(v) - (at.end - at.start)
+	r.edit(at.start, at.end, v)
+	for i := range r.at {
+		switch s := &r.at[i]; {
+		case !s.present():
+		case s.start >= at.end:
+			s.start += delta
+			s.end += delta
+		case s.start <= at.start && s.end >= at.end:
+			s.end += delta
+		}
+	}
+	if r.closer >= at.end {
+		r.closer += delta
+	}
+}
+
+// insertMember adds the top-level member f with value v at the end of the
+// object, and records it.
+func (r *Request) insertMember(f field, v []byte) {
+	member := make([]byte, 0, len(fieldPaths[f])+len(v)+4)
+	if r.members {
+		member = append(member, ',')
+	}
+	member = append(member, '"')
+	member = append(member, fieldPaths[f]...)
+	member = append(member, '"', ':')
+	member = append(member, v...)
+	at := r.closer
+	r.insert(at, member)
+	r.members = true
+	r.at[f] = span{at + len(member) - len(v), at + len(member)}
+}
+
+// insert splices v in at offset at, moving what follows.
+func (r *Request) insert(at int, v []byte) {
+	r.edit(at, at, v)
+	for i := range r.at {
+		switch s := &r.at[i]; {
+		case !s.present():
+		case s.start >= at:
+			s.start += len(v)
+			s.end += len(v)
+		case s.end > at:
+			s.end += len(v)
+		}
+	}
+	if r.closer >= at {
+		r.closer += len(v)
+	}
+}
+
+// edit replaces body[start:end] with v, copying the body on its first edit
+// (with room for a few more small edits) and in place after that.
+func (r *Request) edit(start, end int, v []byte) {
+	if !r.owned {
+		b := make([]byte, 0, len(r.body)+len(v)-(end-start)+64)
+		b = append(b, r.body[:start]...)
+		b = append(b, v...)
+		r.body = append(b, r.body[end:]...)
+		r.owned = true
+		return
+	}
+	r.body = slices.Replace(r.body, start, end, v...)
+}
+
+// numberValue reads a raw JSON value as a whole number, judged by value in
+// any JSON form (`50000`, `50000.0`, `5e4`, `5E+4`): a fraction rounds up,
+// since a cap of 100.5 asks for more than 100, and a value beyond int64
+// saturates, so it still counts as far above any limit. ok is false when raw
+// is not a number.
+func numberValue(raw []byte) (n int64, ok bool) {
+	if len(raw) == 0 || !isNumber(raw) {
+		return 0, false
+	}
+	digits := raw
+	if digits[0] == '-' {
+		digits = digits[1:]
+	}
+	plain := true
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		n, err := strconv.ParseInt(bytesView(raw), 10, 64)
+		if err != nil { // only out of range is left
+			if raw[0] == '-' {
+				return math.MinInt64, true
+			}
+			return math.MaxInt64, true
+		}
+		return n, true
+	}
+	// ParseFloat returns ±Inf for a value beyond float64, and the nearest
+	// float otherwise; precision past 2^53 does not matter for a cap.
+	f, _ := strconv.ParseFloat(bytesView(raw), 64)
+	f = math.Ceil(f)
+	switch {
+	case f >= math.MaxInt64: // 2^63, the first float64 above MaxInt64
+		return math.MaxInt64, true
+	case f < math.MinInt64:
+		return math.MinInt64, true
+	}
+	return int64(f), true
+}
+
+// bytesView returns a string sharing b's memory. The caller must not change
+// b while the string, or anything sliced from it, is in use.
+func bytesView(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // IsUsageOnlyChunk reports whether a Chat Completions stream event's data is

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"math"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -31,9 +32,9 @@ func UsageFromBody(d Dialect, e Endpoint, body []byte) Usage {
 			case d == Anthropic:
 				u.addAnthropic(value)
 			case e == Responses:
-				u.InputTokens, u.OutputTokens = gjson.Get(value.Raw, "input_tokens").Int(), gjson.Get(value.Raw, "output_tokens").Int()
+				u.InputTokens, u.OutputTokens = tokenCount(gjson.Get(value.Raw, "input_tokens")), tokenCount(gjson.Get(value.Raw, "output_tokens"))
 			default: // chat completions, completions, embeddings
-				u.InputTokens, u.OutputTokens = gjson.Get(value.Raw, "prompt_tokens").Int(), gjson.Get(value.Raw, "completion_tokens").Int()
+				u.InputTokens, u.OutputTokens = tokenCount(gjson.Get(value.Raw, "prompt_tokens")), tokenCount(gjson.Get(value.Raw, "completion_tokens"))
 			}
 		case "stop_reason":
 			u.StopReason = value.Str
@@ -65,17 +66,28 @@ func (u *Usage) addAnthropic(usage gjson.Result) {
 	usage.ForEach(func(key, value gjson.Result) bool {
 		switch key.Str {
 		case "input_tokens":
-			input, hasInput = value.Int(), true
+			input, hasInput = tokenCount(value), true
 		case "cache_creation_input_tokens", "cache_read_input_tokens":
-			cached += value.Int()
+			cached = SaturatingAdd(cached, tokenCount(value))
 		case "output_tokens":
-			u.OutputTokens = value.Int()
+			u.OutputTokens = tokenCount(value)
 		}
 		return true
 	})
 	if hasInput {
-		u.InputTokens = input + cached
+		u.InputTokens = SaturatingAdd(input, cached)
 	}
+}
+
+// tokenCount reads a usage count from the upstream, saturated: a count
+// beyond int64 (gjson would convert it to a negative number) is the largest
+// one, and a negative count is none, so sums of counts and the metrics fed
+// by them never go backwards.
+func tokenCount(v gjson.Result) int64 {
+	if v.Type == gjson.Number && v.Num >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return max(v.Int(), 0)
 }
 
 // responsesStop names how a Responses API answer ended: its status, or the
@@ -139,7 +151,7 @@ func (s *StreamProgress) observeResponses(event, data []byte) {
 	switch string(event) {
 	case "response.completed", "response.incomplete", "response.failed":
 		r := gjson.GetManyBytes(data, "response.usage.input_tokens", "response.usage.output_tokens", "response.status", "response.incomplete_details.reason")
-		s.InputTokens, s.OutputTokens = r[0].Int(), r[1].Int()
+		s.InputTokens, s.OutputTokens = tokenCount(r[0]), tokenCount(r[1])
 		s.StopReason = responsesStop(r[2].Str, r[3].Str)
 		s.Done = true
 	case "error":
@@ -161,8 +173,8 @@ func (s *StreamProgress) observeChat(data []byte) {
 		switch key.Str {
 		case "usage":
 			if value.IsObject() {
-				s.InputTokens = gjson.Get(value.Raw, "prompt_tokens").Int()
-				s.OutputTokens = gjson.Get(value.Raw, "completion_tokens").Int()
+				s.InputTokens = tokenCount(gjson.Get(value.Raw, "prompt_tokens"))
+				s.OutputTokens = tokenCount(gjson.Get(value.Raw, "completion_tokens"))
 			}
 		case "choices":
 			if fr := gjson.Get(value.Raw, "0.finish_reason"); fr.Str != "" {

@@ -1,12 +1,9 @@
 package policy
 
 import (
-	"encoding/binary"
+	"bytes"
 	"math"
-	"math/bits"
 	"strconv"
-
-	"github.com/tidwall/gjson"
 )
 
 // RequestError is a request the provider would reject anyway, found before
@@ -25,54 +22,51 @@ type RequestError struct {
 // Error returns the message, so a RequestError reads well in logs.
 func (e *RequestError) Error() string { return e.Message }
 
-// ValidateRequest reports the first thing in body that the provider would
+// Validate reports the first thing in the request that the provider would
 // reject, or nil. It checks only what the provider's own schema requires and
 // passes everything else (unknown fields, unknown roles such as Anthropic's
 // `role: "system"` in API version 2026-10-21, consecutive same-role turns,
 // empty text, new block types): a gateway stricter than its upstream breaks
-// clients the day the upstream adds something (provider-semantics.md §1.2,
-// §7.7).
+// clients the day the upstream adds something.
 //
-// The body is read in a single pass that both checks the JSON syntax and
-// picks out the few values the rules look at, so a large conversation costs
-// one scan and no allocation when it is valid. A general-purpose check
-// (gjson.ValidBytes) followed by a walk would read every byte of text several
-// times. For Anthropic Messages the caller applies default_max_tokens first,
+// It reads what the request's one scan picked out (see ReadRequest), so a
+// large conversation costs no second pass and no allocation when it is
+// valid. For Anthropic Messages the caller applies default_max_tokens first,
 // so a missing `max_tokens` here is really missing.
 //
-// When a key repeats, its last value is judged, as the providers' JSON
-// parsers keep the last one.
-func ValidateRequest(d Dialect, e Endpoint, body []byte) *RequestError {
-	if d == Passthrough || e == EndpointOther {
+// When a key repeats inside a message or a content block, its last value is
+// judged, as the providers' JSON parsers keep the last one. (A repeated
+// top-level member the gateway reads is refused earlier, by Integrity.)
+func (r *Request) Validate() *RequestError {
+	e := r.e
+	if r.d == Passthrough || e == EndpointOther {
 		return nil
 	}
-	var f topFields
-	s := bodyScanner{b: body, walkMessages: e == Messages || e == ChatCompletions}
 	// Both providers answer 400 to a body they cannot parse.
-	if !s.document(&f) {
+	if !r.json {
 		return &RequestError{Message: "The request body is not valid JSON. Send a JSON object such as " +
 			exampleBody(e) + "; check for a truncated body, a trailing comma or an unescaped quote."}
 	}
-	if f.notObject != nil {
+	if !r.object {
 		return &RequestError{Message: "The request body must be a JSON object, but it is " +
-			describeJSON(f.notObject) + ". Send an object such as " + exampleBody(e) + "."}
+			describeJSON(bytes.TrimSpace(r.body)) + ". Send an object such as " + exampleBody(e) + "."}
 	}
-	if err := checkModel(e, f.model); err != nil {
+	if err := checkModel(e, r.raw(fieldModel)); err != nil {
 		return err
 	}
 	switch e {
 	case Messages:
-		if err := checkMessages(f.messages, f.fault); err != nil {
+		if err := checkMessages(r.raw(fieldMessages), r.fault); err != nil {
 			return err
 		}
-		return checkMaxTokens(f.maxTokens)
+		return checkMaxTokens(r.raw(fieldMaxTokens))
 	case ChatCompletions:
-		return checkMessages(f.messages, f.fault)
+		return checkMessages(r.raw(fieldMessages), r.fault)
 	case Embeddings:
 		// `input` is required for embeddings (openai-go v3
 		// EmbeddingNewParams.Input, api:"required"). Its shape (string, array
 		// of strings or token arrays) is left to the provider.
-		if f.input == nil {
+		if r.raw(fieldInput) == nil {
 			return &RequestError{Param: "input", Message: "Missing required field `input`: send the text to embed " +
 				`as a string or an array of strings, for example "input":"Hello".`}
 		}
@@ -171,14 +165,6 @@ func checkMessages(messages []byte, f blockFault) *RequestError {
 		"but it is " + describeJSON(f.raw) + "; for example " + exampleBlock + "."}
 }
 
-// topFields holds what the scan picked out of the top level: each value as
-// its raw JSON, sharing the body's memory, or nil when the key is absent.
-type topFields struct {
-	notObject                         []byte // the whole document, when it is not an object
-	model, messages, maxTokens, input []byte
-	fault                             blockFault // first malformed block of the last `messages`
-}
-
 // blockFault is a malformed content block: its kind, where it is, and the
 // offending value (the element itself, or its "type").
 type blockFault struct {
@@ -193,60 +179,6 @@ const (
 	blockNoType
 	blockTypeNotString
 )
-
-// bodyScanner reads a JSON document in one pass, checking it against the
-// grammar of RFC 8259 as it goes. Nesting is held in a bit stack rather than
-// by recursion, so a hostile body of a million '[' costs bits, not goroutine
-// stack. Like encoding/json.Valid and gjson it does not check that strings
-// are valid UTF-8; that is left to the provider.
-type bodyScanner struct {
-	b []byte
-	i int
-	// walkMessages makes the top level descend into `messages` to check
-	// content blocks; other endpoints only skip it.
-	walkMessages bool
-}
-
-// document reads the whole body into f and reports whether it is JSON.
-func (s *bodyScanner) document(f *topFields) bool {
-	if s.peek() != '{' {
-		start := s.i
-		if !s.value() {
-			return false
-		}
-		f.notObject = s.b[start:s.i]
-	} else if !s.object(func(key string) bool {
-		start := s.i
-		var dst *[]byte
-		switch key {
-		case "model":
-			dst = &f.model
-		case "max_tokens":
-			dst = &f.maxTokens
-		case "input":
-			dst = &f.input
-		case "messages":
-			f.fault = blockFault{} // a later "messages" replaces an earlier one
-			var ok bool
-			if s.walkMessages && s.b[s.i] == '[' {
-				ok = s.messages(&f.fault)
-			} else {
-				ok = s.value()
-			}
-			f.messages = s.b[start:s.i]
-			return ok
-		default:
-			return s.value()
-		}
-		ok := s.value()
-		*dst = s.b[start:s.i]
-		return ok
-	}) {
-		return false
-	}
-	s.ws()
-	return s.i == len(s.b)
-}
 
 // messages reads the messages array at the cursor, recording in f the first
 // malformed block of any message's (last) content array.
@@ -305,329 +237,6 @@ func (s *bodyScanner) content(i int, f *blockFault) bool {
 		}
 		return ok
 	})
-}
-
-// object reads the object whose '{' is at the cursor, calling member for
-// each key with the cursor on the member's value; member must read the value.
-func (s *bodyScanner) object(member func(key string) bool) bool {
-	s.i++
-	if s.eat('}') {
-		return true
-	}
-	for {
-		key, ok := s.key()
-		if !ok || !member(key) {
-			return false
-		}
-		switch s.peek() {
-		case ',':
-			s.i++
-		case '}':
-			s.i++
-			return true
-		default:
-			return false
-		}
-	}
-}
-
-// array reads the array whose '[' is at the cursor, calling elem with each
-// element's index and the cursor on the element; elem must read it.
-func (s *bodyScanner) array(elem func(i int) bool) bool {
-	s.i++
-	if s.eat(']') {
-		return true
-	}
-	for i := 0; ; i++ {
-		s.ws()
-		if s.i == len(s.b) || !elem(i) {
-			return false
-		}
-		switch s.peek() {
-		case ',':
-			s.i++
-		case ']':
-			s.i++
-			return true
-		default:
-			return false
-		}
-	}
-}
-
-// key reads an object key and its ':', leaving the cursor on the value. The
-// key is returned unescaped; it shares the body's memory unless it had
-// escapes, which real clients never write in the keys the rules look at.
-func (s *bodyScanner) key() (string, bool) {
-	if s.peek() != '"' {
-		return "", false
-	}
-	start := s.i
-	ok, escaped := s.str()
-	raw := s.b[start:s.i]
-	if !ok || !s.eat(':') {
-		return "", false
-	}
-	s.ws()
-	if s.i == len(s.b) {
-		return "", false
-	}
-	if escaped {
-		return gjson.ParseBytes(raw).Str, true
-	}
-	return bytesView(raw[1 : len(raw)-1]), true
-}
-
-// value reads one JSON value of any depth at the cursor.
-func (s *bodyScanner) value() bool {
-	var buf [4]uint64 // nesting bits: 1 for an object, 0 for an array
-	stack := buf[:0]
-	depth := 0
-	push := func(obj bool) {
-		if depth>>6 == len(stack) {
-			stack = append(stack, 0)
-		}
-		if obj {
-			stack[depth>>6] |= 1 << (depth & 63)
-		} else {
-			stack[depth>>6] &^= 1 << (depth & 63)
-		}
-		depth++
-	}
-	for {
-		// A value starts at the cursor.
-		switch s.peek() {
-		case '{':
-			s.i++
-			if s.eat('}') {
-				break
-			}
-			push(true)
-			if _, ok := s.key(); !ok {
-				return false
-			}
-			continue
-		case '[':
-			s.i++
-			if s.eat(']') {
-				break
-			}
-			push(false)
-			continue
-		case '"':
-			if ok, _ := s.str(); !ok {
-				return false
-			}
-		case 't':
-			if !s.literal("true") {
-				return false
-			}
-		case 'f':
-			if !s.literal("false") {
-				return false
-			}
-		case 'n':
-			if !s.literal("null") {
-				return false
-			}
-		default:
-			if !s.number() {
-				return false
-			}
-		}
-		// A value ended: close the containers that end here, then step to
-		// the next element of the innermost open one.
-		for {
-			if depth == 0 {
-				return true
-			}
-			obj := stack[(depth-1)>>6]>>((depth-1)&63)&1 == 1
-			c := s.peek()
-			if c == ',' {
-				s.i++
-				if obj {
-					if _, ok := s.key(); !ok {
-						return false
-					}
-				}
-				break
-			}
-			if obj && c == '}' || !obj && c == ']' {
-				s.i++
-				depth--
-				continue
-			}
-			return false
-		}
-	}
-}
-
-// str reads the string whose opening quote is at the cursor, leaving the
-// cursor after the closing quote; escaped reports a backslash inside.
-func (s *bodyScanner) str() (ok, escaped bool) {
-	b := s.b
-	i := s.i + 1
-	for {
-		// Check a few bytes singly first: in escape-dense text, such as JSON
-		// quoted inside a tool result, the next special byte is that close.
-		// Past them, skip plain text eight bytes at a time.
-		end := min(i+8, len(b))
-		for i < end && plainByte[b[i]] {
-			i++
-		}
-		if i == end {
-			for i+8 <= len(b) {
-				if m := specialLanes(binary.LittleEndian.Uint64(b[i:])); m != 0 {
-					i += bits.TrailingZeros64(m) >> 3
-					break
-				}
-				i += 8
-			}
-			for i < len(b) && plainByte[b[i]] {
-				i++
-			}
-		}
-		if i >= len(b) {
-			return false, escaped
-		}
-		switch b[i] {
-		case '"':
-			s.i = i + 1
-			return true, escaped
-		case '\\':
-			escaped = true
-			if i+1 >= len(b) {
-				return false, escaped
-			}
-			switch b[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if i+6 > len(b) || !isHexByte(b[i+2]) || !isHexByte(b[i+3]) || !isHexByte(b[i+4]) || !isHexByte(b[i+5]) {
-					return false, escaped
-				}
-				i += 6
-			default:
-				return false, escaped
-			}
-		default: // a raw control character, which JSON forbids in strings
-			return false, escaped
-		}
-	}
-}
-
-// plainByte tells which bytes can appear in a string unescaped: all but '"',
-// '\\' and the control characters below 0x20.
-var plainByte = func() (t [256]bool) {
-	for c := 0x20; c < 256; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
-
-// Byte-lane constants for specialLanes.
-const (
-	lanes01 = 0x0101010101010101
-	lanes80 = 0x8080808080808080
-)
-
-// specialLanes returns, for eight string bytes read little-endian, a mask
-// whose lowest set bit is the high bit of the first byte that ends a run of
-// plain content: '"', '\\' or a control character below 0x20; or 0 if none
-// does. A lane below n has its high bit set in (x - n·01…) &^ x. A borrow out
-// of a lower matching lane can set a false bit above it, never below, so the
-// lowest set bit is always a true match.
-func specialLanes(x uint64) uint64 {
-	q := x ^ (lanes01 * '"')
-	bs := x ^ (lanes01 * '\\')
-	return (((x - lanes01*0x20) &^ x) | ((q - lanes01) &^ q) | ((bs - lanes01) &^ bs)) & lanes80
-}
-
-// number reads a number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?.
-func (s *bodyScanner) number() bool {
-	b, i := s.b, s.i
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case i < len(b) && '1' <= b[i] && b[i] <= '9':
-		i = skipDigits(b, i+1)
-	default:
-		return false
-	}
-	if i < len(b) && b[i] == '.' {
-		j := skipDigits(b, i+1)
-		if j == i+1 {
-			return false
-		}
-		i = j
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		j := skipDigits(b, i)
-		if j == i {
-			return false
-		}
-		i = j
-	}
-	s.i = i
-	return true
-}
-
-// skipDigits returns the index of the first non-digit at or after i.
-func skipDigits(b []byte, i int) int {
-	for i < len(b) && '0' <= b[i] && b[i] <= '9' {
-		i++
-	}
-	return i
-}
-
-// literal reads true, false or null.
-func (s *bodyScanner) literal(word string) bool {
-	if len(s.b)-s.i < len(word) || string(s.b[s.i:s.i+len(word)]) != word {
-		return false
-	}
-	s.i += len(word)
-	return true
-}
-
-// ws skips JSON whitespace.
-func (s *bodyScanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
-	}
-}
-
-// peek skips whitespace and returns the byte at the cursor, or 0 at the end.
-func (s *bodyScanner) peek() byte {
-	s.ws()
-	if s.i < len(s.b) {
-		return s.b[s.i]
-	}
-	return 0
-}
-
-// eat skips whitespace and consumes c if it is next.
-func (s *bodyScanner) eat(c byte) bool {
-	if s.peek() == c {
-		s.i++
-		return true
-	}
-	return false
-}
-
-func isHexByte(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // isNumber reports whether raw, a complete JSON value, is a number.

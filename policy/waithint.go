@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"math"
 	"net/http"
 	"strconv"
@@ -22,10 +23,11 @@ import (
 //     429s often carry no retry-after at all (§2.7, "Main pitfalls").
 //
 // A negative or unparsable value is ignored and the next source is tried, so
-// one malformed header cannot turn into an instant retry or a hang. A number
-// too large for a time.Duration (about 292 years) is treated as unparsable
-// too. An HTTP-date in the past means "now": 0, true; one beyond that range
-// saturates, as Time.Sub does. The result is never negative.
+// one malformed header cannot turn into an instant retry or a hang. A wait
+// too long for a time.Duration (about 292 years), in any of the forms,
+// saturates at the longest one, as Time.Sub does: it is a wait far beyond
+// any max_wait, and reading it as no hint at all would retry at once. An
+// HTTP-date in the past means "now": 0, true. The result is never negative.
 func WaitHint(d Dialect, h http.Header, now time.Time) (time.Duration, bool) {
 	if v := h.Get("Retry-After-Ms"); v != "" {
 		if w, ok := parseDecimal(v, time.Millisecond); ok {
@@ -65,15 +67,17 @@ func parseDecimal(v string, unit time.Duration) (time.Duration, bool) {
 			return 0, false
 		}
 	}
+	// Digits and dots only: ParseFloat's one range error is an overflow,
+	// which it reports as +Inf.
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil {
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
 		return 0, false
 	}
 	ns := math.Round(f * float64(unit))
 	// 2^63 is exactly representable as a float64, and every float64 below it
 	// fits in an int64.
 	if ns >= 1<<63 {
-		return 0, false
+		return math.MaxInt64, true
 	}
 	return time.Duration(ns), true
 }
@@ -172,8 +176,9 @@ func untilRFC3339(v string, now time.Time) (time.Duration, bool) {
 // parseOpenAIDuration parses an `x-ratelimit-reset-*` value: a Go-style
 // duration as OpenAI sends it (`1s`, `6m0s`, `20ms`, `2m59.56s`, `1h2m3.5s`;
 // provider-semantics.md §2.7) or Azure's bare seconds (`37`; §6). Negative
-// values, such as Azure's `-1` for "unknown", and anything out of the
-// time.Duration range are rejected, so the caller falls back to backoff.
+// values, such as Azure's `-1` for "unknown", are rejected, so the caller
+// falls back to backoff; a well-formed value beyond the time.Duration range
+// saturates.
 func parseOpenAIDuration(v string) (time.Duration, bool) {
 	v = strings.TrimSpace(v)
 	if w, ok := parseDecimal(v, time.Second); ok {
@@ -186,7 +191,51 @@ func parseOpenAIDuration(v string) (time.Duration, bool) {
 	}
 	w, err := time.ParseDuration(v)
 	if err != nil {
+		if durationSyntax(v) {
+			return math.MaxInt64, true // well formed, so too long to represent
+		}
 		return 0, false
 	}
 	return w, true
+}
+
+// durationUnits are the units time.ParseDuration knows, two-letter ones
+// first so that "ms" is not read as "m".
+var durationUnits = [...]string{"ns", "us", "µs", "μs", "ms", "s", "m", "h"}
+
+// durationSyntax reports whether v is written as time.ParseDuration reads
+// a duration without a sign: one or more numbers, each with a unit, such
+// as `1h2m3.5s`. time.ParseDuration fails on such a value only when it
+// overflows.
+func durationSyntax(v string) bool {
+	if v == "" {
+		return false
+	}
+	for v != "" {
+		digits, i := 0, 0
+		for ; i < len(v) && '0' <= v[i] && v[i] <= '9'; i++ {
+			digits++
+		}
+		if i < len(v) && v[i] == '.' {
+			for i++; i < len(v) && '0' <= v[i] && v[i] <= '9'; i++ {
+				digits++
+			}
+		}
+		if digits == 0 {
+			return false
+		}
+		v = v[i:]
+		unit := ""
+		for _, u := range durationUnits {
+			if strings.HasPrefix(v, u) {
+				unit = u
+				break
+			}
+		}
+		if unit == "" {
+			return false
+		}
+		v = v[len(unit):]
+	}
+	return true
 }

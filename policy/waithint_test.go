@@ -55,7 +55,8 @@ func TestWaitHint(t *testing.T) {
 		{"ms underscore", OpenAI, []string{"retry-after-ms", "1_000"}, 0, false},
 		{"ms garbage", OpenAI, []string{"retry-after-ms", "soon"}, 0, false},
 		{"ms empty", OpenAI, []string{"retry-after-ms", ""}, 0, false},
-		{"ms overflow", OpenAI, []string{"retry-after-ms", "99999999999999999999"}, 0, false},
+		{"ms overflow saturates", OpenAI, []string{"retry-after-ms", "99999999999999999999"}, math.MaxInt64, true},
+		{"ms beyond float64 saturates", OpenAI, []string{"retry-after-ms", strings.Repeat("9", 400)}, math.MaxInt64, true},
 
 		{"seconds integer", Anthropic, []string{"retry-after", "37"}, 37 * time.Second, true},
 		{"seconds one", Anthropic, []string{"retry-after", "1"}, time.Second, true},
@@ -67,8 +68,10 @@ func TestWaitHint(t *testing.T) {
 		{"seconds garbage", OpenAI, []string{"retry-after", "later"}, 0, false},
 		{"seconds exponent", OpenAI, []string{"retry-after", "1e2"}, 0, false},
 		{"seconds last fitting", OpenAI, []string{"retry-after", "9223372036"}, 9223372036 * time.Second, true},
-		{"seconds overflow", OpenAI, []string{"retry-after", "9223372037"}, 0, false},
-		{"seconds huge", OpenAI, []string{"retry-after", strings.Repeat("9", 400)}, 0, false},
+		{"seconds overflow saturates", OpenAI, []string{"retry-after", "9223372037"}, math.MaxInt64, true},
+		{"seconds issue example saturates", Anthropic, []string{"retry-after", "99999999999999999999"}, math.MaxInt64, true},
+		{"seconds huge saturates", OpenAI, []string{"retry-after", strings.Repeat("9", 400)}, math.MaxInt64, true},
+		{"huge ms saturates before seconds", OpenAI, []string{"retry-after-ms", "99999999999999999999", "retry-after", "1"}, math.MaxInt64, true},
 
 		{"date future IMF-fixdate", OpenAI, []string{"retry-after", future.Format(http.TimeFormat)}, 90 * time.Second, true},
 		{"date future RFC 850", OpenAI, []string{"retry-after", future.Format(time.RFC850)}, 90 * time.Second, true},
@@ -270,8 +273,12 @@ func TestParseOpenAIDuration(t *testing.T) {
 		{"1µs", time.Microsecond, true},
 		{"1ns", 1, true},
 		{"2562047h47m16.854775807s", math.MaxInt64, true},
-		{"2562048h", 0, false},
-		{"9223372037", 0, false},
+		{"2562048h", math.MaxInt64, true},
+		{"9223372037", math.MaxInt64, true},
+		{"99999999999999999999ms", math.MaxInt64, true},
+		{"1h2562048h", math.MaxInt64, true},
+		{"2562048x", 0, false},
+		{"2562048hh", 0, false},
 		{"-1", 0, false},
 		{"-1s", 0, false},
 		{"+1s", 0, false},
@@ -331,6 +338,7 @@ func FuzzWaitHint(f *testing.F) {
 	f.Add(uint8(OpenAI), "", "Thu, 21 Aug 2025 12:41:30 GMT", "", "", int64(0))
 	f.Add(uint8(Passthrough), "1e309", "NaN", "0", "9999999999s", int64(math.MaxInt64))
 	f.Add(uint8(Anthropic), "", "Fri, 31 Dec 9999 23:59:59 GMT", "0", "0001-01-01T00:00:00Z", int64(math.MinInt64))
+	f.Add(uint8(Anthropic), "99999999999999999999", "99999999999999999999", "0", "99999999999h", int64(0))
 	f.Fuzz(func(t *testing.T, d uint8, ms, secs, remaining, reset string, nowNanos int64) {
 		now := time.Unix(0, nowNanos)
 		h := hdr(
@@ -344,6 +352,10 @@ func FuzzWaitHint(f *testing.F) {
 		w, ok := WaitHint(Dialect(d), h, now)
 		if w < 0 {
 			t.Fatalf("WaitHint = %v, negative", w)
+		}
+		// Every hint parser saturates: digits alone are always a wait.
+		if v := strings.TrimSpace(ms); v != "" && strings.Trim(v, "0123456789") == "" && !ok {
+			t.Fatalf("retry-after-ms %q ignored", ms)
 		}
 		if !ok && w != 0 {
 			t.Fatalf("WaitHint = %v, false; an unusable hint must be 0", w)
@@ -383,6 +395,11 @@ func FuzzParseOpenAIDuration(f *testing.F) {
 			if back, ok := parseOpenAIDuration(d.String()); !ok || back != d {
 				t.Fatalf("parseOpenAIDuration(%q) = %v, but its String %q parses to %v, %v", s, d, d.String(), back, ok)
 			}
+		}
+		// A well-formed duration is never ignored, however long: it
+		// saturates instead.
+		if durationSyntax(strings.TrimSpace(s)) && !ok {
+			t.Fatalf("parseOpenAIDuration(%q) ignored a well-formed duration", s)
 		}
 		// Differential check against the standard library for unit forms:
 		// whatever it accepts without a sign, this parser must accept alike.

@@ -26,6 +26,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/logging"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/rewrite"
+	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
 	_ "github.com/caddyserver/caddy/v2/modules/logging"
 	_ "github.com/caddyserver/caddy/v2/modules/metrics"
 
@@ -59,11 +60,13 @@ func Start(t testing.TB, site string) *Server {
 	admin off
 	auto_https off
 	persist_config off
+	storage file_system %s
 	log {
 		output file %s
 		format filter {
 			request>headers>X-Api-Key delete
 			request>headers>Api-Key delete
+			request>headers>Authorization delete
 		}
 		level DEBUG
 	}
@@ -72,7 +75,7 @@ func Start(t testing.TB, site string) *Server {
 http://127.0.0.1:%d {
 %s
 }
-`, logPath, port, site)
+`, filepath.Join(t.TempDir(), "storage"), logPath, port, site)
 	cfg, _, err := Adapt(caddyfile)
 	if err != nil {
 		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
