@@ -1,6 +1,7 @@
 package mockprovider
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -89,6 +90,11 @@ func (ex *exchange) writeJSON(status int, v any) {
 // writeError writes an error response in the route's dialect. An empty
 // message uses the provider's usual text for the status.
 func (ex *exchange) writeError(status int, message string) {
+	if n := ex.step.nest; n > 0 {
+		ex.writeHeader(status, "application/json")
+		_, _ = ex.w.Write(bytes.Repeat([]byte{'['}, n))
+		return
+	}
 	e := errorFor(status, ex.step.quota)
 	e.message = cmp.Or(message, e.message)
 	ex.writeJSON(status, e.body(ex.dialect, ex.requestID))

@@ -14,8 +14,8 @@
 // where status is 200, an error status from 400 to 599, `hang` (never answer)
 // or `drop` (close the connection without a response), and the modifiers are
 //
-//	retry-after=<secs>        Retry-After in seconds
-//	retry-after-ms=<ms>       retry-after-ms
+//	retry-after=<secs>        Retry-After in seconds, sent as written (any length)
+//	retry-after-ms=<ms>       retry-after-ms, sent as written (any length)
 //	retry-after-date=<secs>   Retry-After as an HTTP-date that many seconds ahead
 //	reset=<secs>              rate-limit headers say nothing remains until then
 //	quota                     OpenAI insufficient_quota body on a 429
@@ -26,6 +26,7 @@
 //	cut=<n>                   abort the connection after n deltas
 //	end=<n>                   end the stream cleanly after n deltas, without its terminal events
 //	bytes=<n>                 pad a non-streamed reply to about n bytes
+//	nest=<n>                  an error's body is n '[' and nothing else (a hostile body)
 //
 // For example `529:retry-after=1,529,200:events=20:interval=5ms`.
 package mockprovider
@@ -37,6 +38,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
+	pathpkg "path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -281,8 +283,11 @@ var routes = [...]struct {
 
 // route finds the request's endpoint. An unknown path still gets a dialect,
 // for its 404: Anthropic when the request looks like an Anthropic client's.
+//
+// The path is cleaned first (dot segments, repeated slashes), as the
+// routers and CDNs in front of real providers normalise it.
 func route(r *http.Request) (dialect, endpoint) {
-	path := strings.TrimSuffix(r.URL.Path, "/")
+	path := pathpkg.Clean("/" + r.URL.Path)
 	for _, rt := range routes {
 		if strings.HasSuffix(path, rt.suffix) {
 			return rt.dialect, rt.endpoint

@@ -395,6 +395,8 @@ func TestHintHeaders(t *testing.T) {
 		{"/v1/messages", "429:reset=30", map[string]string{
 			"Anthropic-Ratelimit-Requests-Remaining": "0", "Anthropic-Ratelimit-Tokens-Remaining": "0",
 			"Anthropic-Ratelimit-Input-Tokens-Remaining": "0", "Anthropic-Ratelimit-Output-Tokens-Remaining": "0"}},
+		{"/v1/messages", "429:retry-after=99999999999999999999:retry-after-ms=1.5", map[string]string{
+			"Retry-After": "99999999999999999999", "Retry-After-Ms": "1.5"}},
 		{"/v1/chat/completions", "200:reset=360", map[string]string{
 			"X-Ratelimit-Remaining-Requests": "0", "X-Ratelimit-Remaining-Tokens": "0",
 			"X-Ratelimit-Reset-Requests": "6m0s", "X-Ratelimit-Reset-Tokens": "6m0s"}},
@@ -586,7 +588,8 @@ func TestBadScriptIs400(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	for _, bad := range []string{"", "abc", "302", "600", "200:cut=1:end=2", "200:events=-1", "200:delay=soon",
-		"429:quota=yes", "429:should-retry=maybe", "429:retry-after=2:retry-after-date=2", "200:bytes", "hang:x=1"} {
+		"429:quota=yes", "429:should-retry=maybe", "429:retry-after=2:retry-after-date=2", "200:bytes", "hang:x=1",
+		"429:retry-after=-1", "429:retry-after=1.2.3", "429:retry-after=.", "429:retry-after-ms=1e3", "429:nest=x"} {
 		if _, err := parseScript(bad); err == nil {
 			t.Errorf("parseScript(%q) accepted", bad)
 		}
@@ -613,6 +616,42 @@ func TestNotFound(t *testing.T) {
 		if resp.StatusCode != 404 || !strings.HasPrefix(string(b), tc.want) {
 			t.Errorf("%s %s: %d %s", tc.method, tc.path, resp.StatusCode, b)
 		}
+	}
+}
+
+// TestNestedErrorBody checks the hostile body: nothing but '['.
+func TestNestedErrorBody(t *testing.T) {
+	_, srv := start(t, Options{})
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m"}`))
+	req.Header.Set(ScriptHeader, "429:nest=1000")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 429 || string(b) != strings.Repeat("[", 1000) {
+		t.Errorf("status %d, body %.20q… (%d bytes)", resp.StatusCode, b, len(b))
+	}
+}
+
+// TestDotSegmentsRoute checks that the mock routes a path as a provider's
+// normalising front end would: dot segments and doubled slashes removed.
+func TestDotSegmentsRoute(t *testing.T) {
+	p, srv := start(t, Options{})
+	for _, path := range []string{"/v1/x/../messages", "/v1/./messages", "//v1//messages"} {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(`{"model":"m","max_tokens":5,"messages":[]}`))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: status %d, want the Messages endpoint's 200", path, resp.StatusCode)
+		}
+	}
+	if calls := p.Calls(); len(calls) != 3 || calls[0].Path != "/v1/x/../messages" {
+		t.Errorf("recorded %+v; want each path as received", calls)
 	}
 }
 

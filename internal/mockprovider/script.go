@@ -59,6 +59,7 @@ type step struct {
 	cut    int
 	end    int
 	bytes  int
+	nest   int // an error body of this many '[' instead of the dialect's
 }
 
 // okStep is the step used when nothing scripts a request: a plain success.
@@ -139,10 +140,10 @@ func (s *step) apply(mod string) error {
 	var err error
 	switch name {
 	case "retry-after":
-		_, err = seconds(value)
+		err = decimal(value)
 		s.retryAfter = value
 	case "retry-after-ms":
-		_, err = count(value)
+		err = decimal(value)
 		s.retryAfterMS = value
 	case "retry-after-date":
 		s.retryAfterDate, err = seconds(value)
@@ -167,8 +168,10 @@ func (s *step) apply(mod string) error {
 		s.end, err = count(value)
 	case "bytes":
 		s.bytes, err = count(value)
+	case "nest":
+		s.nest, err = count(value)
 	default:
-		err = errors.New("unknown modifier; known: retry-after, retry-after-ms, retry-after-date, reset, quota, should-retry, delay, cut, end, events, interval, bytes")
+		err = errors.New("unknown modifier; known: retry-after, retry-after-ms, retry-after-date, reset, quota, should-retry, delay, cut, end, events, interval, bytes, nest")
 	}
 	return err
 }
@@ -180,6 +183,17 @@ func seconds(v string) (time.Duration, error) {
 		return 0, errors.New("want a non-negative number of seconds")
 	}
 	return time.Duration(f * float64(time.Second)), nil
+}
+
+// decimal checks a non-negative decimal number of any length (digits and at
+// most one dot), which is sent as written: a hint too large for any
+// integer type is a fault worth scripting.
+func decimal(v string) error {
+	digits := strings.Trim(v, "0123456789")
+	if v == "" || v == "." || digits != "" && digits != "." || strings.Count(v, ".") > 1 {
+		return errors.New("want a non-negative decimal number")
+	}
+	return nil
 }
 
 // count parses a non-negative integer.

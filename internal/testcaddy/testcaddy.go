@@ -54,6 +54,13 @@ func Adapt(caddyfile string) ([]byte, []caddyconfig.Warning, error) {
 // recommends so that Caddy's own request dumps hold no API key. Caddy stops when the test ends.
 func Start(t testing.TB, site string) *Server {
 	t.Helper()
+	return StartWith(t, "", site)
+}
+
+// StartWith is Start with more global options, such as `servers { timeouts
+// { read_body 1s } }`.
+func StartWith(t testing.TB, global, site string) *Server {
+	t.Helper()
 	port := FreePort(t)
 	logPath := filepath.Join(t.TempDir(), "caddy.log")
 	caddyfile := fmt.Sprintf(`{
@@ -70,12 +77,13 @@ func Start(t testing.TB, site string) *Server {
 		}
 		level DEBUG
 	}
+%s
 }
 
 http://127.0.0.1:%d {
 %s
 }
-`, filepath.Join(t.TempDir(), "storage"), logPath, port, site)
+`, filepath.Join(t.TempDir(), "storage"), logPath, global, port, site)
 	cfg, _, err := Adapt(caddyfile)
 	if err != nil {
 		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
