@@ -41,6 +41,7 @@ func benchConfig(b *testing.B) handlers.Config {
 	return handlers.Config{
 		Provider:     policy.Auto,
 		MaxBody:      16e6,
+		MaxBuffered:  512e6,
 		Retries:      2,
 		Backoff:      policy.Backoff{Base: time.Millisecond, Max: 2 * time.Millisecond},
 		RetryOn:      policy.DefaultRetryOn(),

@@ -32,18 +32,13 @@ func putBuffer(b *bytes.Buffer) {
 	bufferPool.Put(b)
 }
 
-// bodyPool recycles request body arrays. Only small ones are kept: a
-// request is charged for the array it holds (see bufferCharge), and a small
-// request should not be charged for a large array a past request grew.
+// bodyPool recycles request body arrays, as bufferPool does buffers.
 var bodyPool = sync.Pool{New: func() any { return new([]byte) }}
-
-// maxPooledBody is the largest request body array kept in bodyPool.
-const maxPooledBody = 64 << 10
 
 func getBody() *[]byte { return bodyPool.Get().(*[]byte) }
 
 func putBody(b *[]byte) {
-	if cap(*b) > maxPooledBody {
+	if cap(*b) > maxPooledBuffer {
 		*b = nil
 	}
 	*b = (*b)[:0]
@@ -111,18 +106,34 @@ var (
 // pooled one is too small; it doubles from there as bytes arrive.
 const firstBodyArray = 16 << 10
 
-// readBody reads body into *dst, growing the array only as bytes arrive:
-// it doubles from what has been read, up to the declared length (-1 when
-// unknown), which bounds the growth but never reserves memory by itself, so
-// a client that declares 16 MB and sends one byte costs kilobytes. Every
-// byte of array it holds is first taken from charge; more than limit bytes
-// of body is errBodyTooLarge.
+// readWindow is the most bytes one read into a pooled array may bring in,
+// and so the most that read takes from max_buffered ahead of its bytes.
+const readWindow = 64 << 10
+
+// readBody reads body into *dst, at most limit bytes (more is
+// errBodyTooLarge). Memory is taken as bytes arrive: the array doubles from
+// what has been read, up to the declared length (-1 when unknown), which
+// bounds the growth but never reserves memory by itself, so a client that
+// declares 16 MB and sends one byte costs kilobytes.
+//
+// What the call holds is taken from charge before it is held: an array it
+// grows, whole (that is the memory it pins), and in the pooled array it
+// started with, the bytes read so far.
 func readBody(dst *[]byte, body io.Reader, declared, limit int64, charge *bufferCharge) error {
 	b := *dst
 	defer func() { *dst = b }()
-	if !charge.take(int64(cap(b))) {
-		return errOverBuffered
+	var held int64 // what this read has taken from charge
+	hold := func(n int64) bool {
+		if n <= held {
+			return true
+		}
+		if !charge.take(n - held) {
+			return false
+		}
+		held = n
+		return true
 	}
+	grown := false
 	for {
 		if len(b) == cap(b) {
 			size := max(2*cap(b), firstBodyArray)
@@ -132,14 +143,18 @@ func readBody(dst *[]byte, body io.Reader, declared, limit int64, charge *buffer
 				size = min(size, max(int(declared)+1, len(b)+1))
 			}
 			size = int(min(int64(size), limit+1))
-			if !charge.take(int64(size - cap(b))) {
+			if !hold(int64(size)) {
 				return errOverBuffered
 			}
-			grown := make([]byte, len(b), size)
-			copy(grown, b)
-			b = grown
+			a := make([]byte, len(b), size)
+			copy(a, b)
+			b, grown = a, true
 		}
-		n, err := body.Read(b[len(b):cap(b)])
+		window := min(cap(b)-len(b), readWindow)
+		if !grown && !hold(int64(len(b)+window)) {
+			return errOverBuffered
+		}
+		n, err := body.Read(b[len(b) : len(b)+window])
 		b = b[:len(b)+n]
 		if int64(len(b)) > limit {
 			return errBodyTooLarge
