@@ -151,6 +151,9 @@ func readBody(dst *[]byte, body io.Reader, declared, limit int64, charge *buffer
 			b, grown = a, true
 		}
 		window := min(cap(b)-len(b), readWindow)
+		if declared >= 0 {
+			window = min(window, max(int(declared)+1-len(b), 1))
+		}
 		if !grown && !hold(int64(len(b)+window)) {
 			return errOverBuffered
 		}

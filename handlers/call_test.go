@@ -1,0 +1,59 @@
+package handlers
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/tidwall/gjson"
+
+	"github.com/ai-resilience/caddy-ai-resilience/policy"
+)
+
+// TestGatewayErrorsSayWhatHappened checks the message of each gateway 504
+// and 502 against what really happened: no attempt at all, attempts cut by
+// the deadline or by attempt_timeout, and an unreachable upstream.
+func TestGatewayErrorsSayWhatHappened(t *testing.T) {
+	hang := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		<-r.Context().Done()
+		return nil
+	})
+	unreachable := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		return caddyhttp.Error(http.StatusBadGateway, nil)
+	})
+	for _, c := range []struct {
+		name              string
+		deadline, attempt time.Duration
+		retries           int
+		next              caddyhttp.Handler
+		status            int
+		says              string
+	}{
+		{"deadline before any attempt", time.Nanosecond, 0, 0, hang, 504, "deadline of 1ns ran out before any attempt was made"},
+		{"deadline during the attempt", 100 * time.Millisecond, 0, 0, hang, 504, "had not answered when this request's deadline of 100ms ran out (1 attempt made)"},
+		{"attempt timeouts", time.Minute, 20 * time.Millisecond, 2, hang, 504, "within the attempt_timeout of 20ms (3 attempts made)"},
+		{"unreachable", time.Minute, 0, 1, unreachable, 502, "could not be reached (2 attempts made)"},
+	} {
+		models, _ := policy.NewModelTable(nil)
+		g := New(Config{
+			Provider: policy.Auto, MaxBody: 1 << 20, MaxBuffered: 1 << 30, Retries: c.retries,
+			Backoff: policy.Backoff{Base: time.Millisecond, Max: time.Millisecond}, RetryOn: policy.DefaultRetryOn(),
+			MaxWait: time.Second, Deadline: c.deadline, AttemptTimeout: c.attempt, Models: models,
+		})
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, "/v1/messages", strings.NewReader(`{"model":"m","max_tokens":5,"messages":[]}`))
+		if err := g.ServeHTTP(rec, r, c.next); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		msg := gjson.Get(rec.Body.String(), "error.message").Str
+		if rec.Code != c.status || !strings.Contains(msg, c.says) {
+			t.Errorf("%s: %d %q, want %d saying %q", c.name, rec.Code, msg, c.status, c.says)
+		}
+		if strings.Contains(msg, "attempt(s)") {
+			t.Errorf("%s: %q counts attempts vaguely", c.name, msg)
+		}
+	}
+}
