@@ -47,9 +47,16 @@ const (
 // answers every error of its own in the provider's error shape. It belongs
 // in the same `route` or `handle` block as the reverse_proxy it guards.
 //
-// Requests are recognised by path: `/v1/messages` is Anthropic;
+// Requests are recognised by their cleaned path (dot segments removed,
+// repeated slashes folded): `/v1/messages` is Anthropic;
 // `/v1/chat/completions`, `/v1/responses`, `/v1/completions` and
 // `/v1/embeddings` are OpenAI. Anything else passes through untouched.
+//
+// Whatever the other settings, a request body is read whole (decoded from
+// gzip or deflate) and refused with a 400 when it is shorter than it
+// declares, names a member the gateway reads or rewrites twice, or names a
+// model longer than 256 bytes; output caps are judged by value in any JSON
+// number form.
 //
 // Placeholder | Description
 // ------------|-------------
@@ -129,7 +136,11 @@ type Handler struct {
 
 	// The ceiling on requested output tokens, applied to every field the
 	// dialect uses for it (`max_tokens`; `max_completion_tokens` and the
-	// deprecated `max_tokens`; `max_output_tokens`). Default: none.
+	// deprecated `max_tokens`; `max_output_tokens`), judged by value in any
+	// JSON number form and written back as an integer. Lowering a cap (this
+	// ceiling, or a model's max_output) lowers an Anthropic thinking budget
+	// with it, or refuses the request when no budget of at least 1024 fits
+	// below the cap. Default: none.
 	MaxTokens *MaxTokens `json:"max_tokens,omitempty"`
 
 	// The output cap set when a request names none: `max_tokens`

@@ -33,7 +33,7 @@ var (
 		"Retries and fallbacks not made because the retry budget was spent, by dialect.",
 		"dialect")
 	guardActionsTotal = counter("guard_actions_total",
-		"Requests changed or stopped before any upstream call, by dialect and action (invalid, output_cap, max_tokens_rejected, context_rejected, context_fallback, context_truncated, circuit_open).",
+		"Requests changed or stopped before any upstream call, by dialect and action (integrity, invalid, output_cap, max_tokens_rejected, context_rejected, context_fallback, context_truncated, circuit_open).",
 		"dialect", "action")
 	limitedTotal = counter("limited_requests_total",
 		"Requests meeting rate-limit zones, by zone and outcome (admitted at once, queued, rejected).",
