@@ -44,10 +44,10 @@ type call struct {
 	timerRunning sync.WaitGroup // the attempt timer's callback, while it runs
 
 	attempts     int
-	upstreamTime time.Duration // time inside the next handler
-	waitTime     time.Duration // time sitting out backoff
-	last         failure       // the latest retryable failure
-	skipped      time.Duration // until a skipped model's circuit lets a probe through
+	upstreamTime time.Duration  // time inside the next handler
+	waitTime     time.Duration  // time sitting out backoff
+	last         failure        // the latest retryable failure
+	skipped      time.Duration  // until a skipped model's circuit lets a probe through
 	permit       policy.Permit  // the circuit's permit for the attempt in progress
 	health       policy.Outcome // what that attempt says about its model's health
 
