@@ -44,12 +44,13 @@ type call struct {
 	timerRunning sync.WaitGroup // the attempt timer's callback, while it runs
 
 	attempts     int
-	upstreamTime time.Duration  // time inside the next handler
-	waitTime     time.Duration  // time sitting out backoff
-	last         failure        // the latest retryable failure
-	skipped      time.Duration  // until a skipped model's circuit lets a probe through
-	permit       policy.Permit  // the circuit's permit for the attempt in progress
-	health       policy.Outcome // what that attempt says about its model's health
+	upstreamTime time.Duration // time inside the next handler
+	waitTime     time.Duration // time sitting out backoff
+	last         failure       // the latest retryable failure
+	skipped      time.Duration // until a skipped model's circuit lets a probe through
+
+	permit policy.Permit  // the circuit's permit for the attempt in progress
+	health policy.Outcome // what that attempt says about its model's health
 
 	outputCap int64            // the output cap the request names, after the guards
 	estimate  int64            // estimated input tokens, when a zone counts tokens
