@@ -3,6 +3,7 @@ package mockprovider
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -14,7 +15,10 @@ import (
 // decides fail at random, in the proportions of a production fault mix,
 // for load tests of the gateway's storm guards. The draws come from one
 // generator seeded with Seed: the sequence of answers, in order of arrival,
-// is the same on every run.
+// is the same on every run. Requests with an x-mock-id header get answers
+// that depend only on the seed, the id and how many requests with that id
+// came before (Answer), so a load test meets the same faults on every run
+// whatever the interleaving of its requests.
 //
 // As a string (ParseFaultMix, the mockprovider command's -mix flag) it is a
 // comma-separated list of name=value:
@@ -86,7 +90,34 @@ func ParseFaultMix(s string) (FaultMix, error) {
 	return m, m.Validate()
 }
 
-// mixer draws the mix's answers.
+// Answer is the mix's deterministic answer to the nth request (from 0)
+// carrying x-mock-id id: its status (0 for a success; an overload is 529,
+// which OpenAI routes send as 503) and the retry-after of a 429. A load test
+// can compute from it what each of its requests will meet.
+func (m FaultMix) Answer(id string, n int) (status int, retryAfter time.Duration) {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(id))
+	rng := rand.New(rand.NewPCG(m.Seed^h.Sum64(), uint64(n)))
+	return m.pick(rng.Float64(), rng.Float64())
+}
+
+// pick maps two uniform draws to an answer: u chooses the status, wait the
+// retry-after within its bound.
+func (m FaultMix) pick(u, wait float64) (status int, retryAfter time.Duration) {
+	switch {
+	case u < m.RateLimited:
+		// Whole milliseconds, as the 3-decimal header carries them.
+		return 429, time.Duration(wait*float64(m.RetryAfterMax.Milliseconds())) * time.Millisecond
+	case u < m.RateLimited+m.Overloaded:
+		return 529, 0
+	case u < m.RateLimited+m.Overloaded+m.ServerError:
+		return 500, 0
+	}
+	return 0, 0
+}
+
+// mixer draws the mix's answers: per x-mock-id with Answer, or else in
+// order of arrival from one seeded generator.
 type mixer struct {
 	mix FaultMix
 	mu  sync.Mutex
@@ -97,24 +128,28 @@ func newMixer(m FaultMix) *mixer {
 	return &mixer{mix: m, rng: rand.New(rand.NewPCG(m.Seed, m.Seed^0x9e3779b97f4a7c15))}
 }
 
-// draw returns the step for the next request, or false for a success.
-func (x *mixer) draw(d dialect) (step, bool) {
-	x.mu.Lock()
-	u := x.rng.Float64()
-	wait := x.rng.Float64()
-	x.mu.Unlock()
-	m := x.mix
-	switch {
-	case u < m.RateLimited:
-		s := failStep(429)
-		if m.RetryAfterMax > 0 {
-			s.retryAfter = strconv.FormatFloat(wait*m.RetryAfterMax.Seconds(), 'f', 3, 64)
-		}
-		return s, true
-	case u < m.RateLimited+m.Overloaded:
-		return failStep(d.overloadStatus()), true
-	case u < m.RateLimited+m.Overloaded+m.ServerError:
-		return failStep(500), true
+// step returns the step for a request, or false for a success. n is the
+// request's place among those with its id, when it has one.
+func (x *mixer) step(d dialect, id string, n int) (step, bool) {
+	var status int
+	var retryAfter time.Duration
+	if id != "" {
+		status, retryAfter = x.mix.Answer(id, n)
+	} else {
+		x.mu.Lock()
+		u, wait := x.rng.Float64(), x.rng.Float64()
+		x.mu.Unlock()
+		status, retryAfter = x.mix.pick(u, wait)
 	}
-	return step{}, false
+	switch status {
+	case 0:
+		return step{}, false
+	case 529:
+		return failStep(d.overloadStatus()), true
+	}
+	s := failStep(status)
+	if status == 429 && x.mix.RetryAfterMax > 0 {
+		s.retryAfter = strconv.FormatFloat(retryAfter.Seconds(), 'f', 3, 64)
+	}
+	return s, true
 }

@@ -35,6 +35,7 @@ import (
 	"io"
 	"log"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -196,7 +197,11 @@ func (p *Provider) stepFor(r *http.Request, d dialect, model string) (step, erro
 		return failStep(d.overloadStatus()), nil
 	}
 	if p.mix != nil {
-		if s, failed := p.mix.draw(d); failed {
+		id, n := r.Header.Get(ScriptIDHeader), 0
+		if id != "" {
+			n = p.advance("mix\x00"+id, math.MaxInt)
+		}
+		if s, failed := p.mix.step(d, id, n); failed {
 			return s, nil
 		}
 	}

@@ -715,6 +715,24 @@ func TestFaultMix(t *testing.T) {
 		t.Errorf("openai route answered %v, want overloads as 503", counts)
 	}
 
+	// With an id, each request's answer is the mix's Answer for it,
+	// whatever else arrives in between.
+	p := New(Options{Mix: &mix, NoRecord: true})
+	for i := range 200 {
+		id := fmt.Sprint("req-", i%10)
+		req := httptest.NewRequest(http.MethodPost, "/v1/messages", strings.NewReader(`{"model":"m","max_tokens":1}`))
+		req.Header.Set(ScriptIDHeader, id)
+		rec := httptest.NewRecorder()
+		p.ServeHTTP(rec, req)
+		status, retryAfter := mix.Answer(id, i/10)
+		if status == 0 {
+			status = 200
+		}
+		if rec.Code != status || status == 429 && rec.Header().Get("Retry-After") != strconv.FormatFloat(retryAfter.Seconds(), 'f', 3, 64) {
+			t.Fatalf("%s, request %d: %d retry-after %q; Answer says %d, %v", id, i/10, rec.Code, rec.Header().Get("Retry-After"), status, retryAfter)
+		}
+	}
+
 	_, srv := start(t, Options{Mix: &FaultMix{ServerError: 1}, FailModels: map[string]int{"claude-opus-4-5": 529}})
 	client := anthropicClient(srv)
 	if _, err := client.Messages.New(context.Background(), messageParams("claude-x"), script("200")); err != nil {
