@@ -368,4 +368,3 @@ func (g *gateway) logLines(t *testing.T, msg string) []map[string]any {
 	}
 	return out
 }
-
