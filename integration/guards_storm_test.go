@@ -205,3 +205,31 @@ func TestPaceHoldsOnlyItsModelAndKey(t *testing.T) {
 		t.Errorf("openai: %d upstream calls after the hold, want 1 (the other key's)", n)
 	}
 }
+
+// TestCircuitCountsHealthNotRetryOn: the circuit judges health by what the
+// upstream did, not by what the gateway retries: a stream the upstream cuts
+// after its 200, and a 500 that retry_on does not list, are failures of the
+// model.
+func TestCircuitCountsHealthNotRetryOn(t *testing.T) {
+	for name, c := range map[string]struct {
+		options, steps string
+		stream         bool
+	}{
+		"cut stream":    {"retries 0", "200:cut=2", true},
+		"unretried 500": {"retry_on 429 529", "500", false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			const model = "health-model"
+			g := startGateway(t, directives("circuit_breaker 2 30s", c.options), mockprovider.Options{})
+			for range 2 {
+				g.post(t, "/v1/messages", anthropicJSON(model, c.stream), map[string]string{mockprovider.ScriptHeader: c.steps, "X-Api-Key": testAPIKey})
+			}
+			g.mock.Reset()
+			resp, body := g.post(t, "/v1/messages", anthropicJSON(model, c.stream), map[string]string{"X-Api-Key": testAPIKey})
+			if resp.StatusCode != 529 || !strings.Contains(string(body), "circuit") {
+				t.Errorf("after two failures: %d %s, want the gateway's 529 for an open circuit", resp.StatusCode, body)
+			}
+			noCalls(t, g, "open circuit")
+		})
+	}
+}
