@@ -49,6 +49,9 @@ type call struct {
 	last         failure       // the latest retryable failure
 	skipped      time.Duration // until a skipped model's circuit lets a probe through
 
+	permit policy.Permit  // the circuit's permit for the attempt in progress
+	health policy.Outcome // what that attempt says about its model's health
+
 	outputCap int64            // the output cap the request names, after the guards
 	estimate  int64            // estimated input tokens, when a zone counts tokens
 	reserved  int64            // tokens reserved in the zones
@@ -150,7 +153,6 @@ func (c *call) run(next caddyhttp.Handler) error {
 		return nil
 	}
 	prepareUpstreamHeader(c.r.Header)
-	c.g.cfg.Budget.Request()
 	if !time.Now().Before(c.deadline) {
 		// Queueing for a zone took the whole deadline.
 		c.last = failure{reason: policy.ReasonTimeout, kind: policy.UpstreamTimeout, cut: cutByDeadline}
@@ -169,7 +171,7 @@ func (c *call) run(next caddyhttp.Handler) error {
 		if !ok || !time.Now().Before(c.deadline) {
 			return c.giveUp()
 		}
-		if c.attempts > 0 && !c.takeRetry() {
+		if c.attempts > 0 && !c.takeRetry(false) {
 			return c.giveUp()
 		}
 		from := c.model
@@ -291,15 +293,15 @@ const (
 )
 
 // tryModel runs the attempts of one model: the first and up to `retries`
-// more, unless its circuit is open.
+// more, each while its circuit lets it through.
 func (c *call) tryModel(next caddyhttp.Handler) (modelOutcome, error) {
-	if ok, retryIn := c.g.cfg.Circuit.Allow(c.model); !ok {
-		guardActionsTotal.WithLabelValues(c.dialect.String(), "circuit_open").Inc()
-		c.skipped = retryIn
-		c.last.reason = reasonCircuitOpen
-		return modelUnavailable, nil
-	}
 	for retry := 0; ; retry++ {
+		if !c.allowAttempt() {
+			return modelUnavailable, nil
+		}
+		if retry == 0 {
+			c.g.cfg.Budget.Request(c.model)
+		}
 		if done, err := c.attempt(next); done {
 			return callEnded, err
 		}
@@ -310,7 +312,7 @@ func (c *call) tryModel(next caddyhttp.Handler) (modelOutcome, error) {
 		if !ok {
 			return modelUnavailable, nil
 		}
-		if !c.takeRetry() {
+		if !c.takeRetry(c.last.paced()) {
 			return budgetSpent, nil
 		}
 		retriesTotal.WithLabelValues(c.dialect.String(), modelLabel(c.model), string(c.last.reason)).Inc()
@@ -323,9 +325,14 @@ func (c *call) tryModel(next caddyhttp.Handler) (modelOutcome, error) {
 }
 
 // takeRetry asks the retry budget for one more attempt (a retry or a
-// fallback) and counts a refusal.
-func (c *call) takeRetry() bool {
-	if c.g.cfg.Budget.TryRetry() {
+// fallback) and counts a refusal. A retry paced by the upstream's hint is
+// never refused.
+func (c *call) takeRetry(paced bool) bool {
+	if paced {
+		c.g.cfg.Budget.Paced(c.model)
+		return true
+	}
+	if c.g.cfg.Budget.TryRetry(c.model) {
 		return true
 	}
 	retryBudgetDeniedTotal.WithLabelValues(c.dialect.String()).Inc()
@@ -370,6 +377,7 @@ func (c *call) sleep(d time.Duration) bool {
 // attempt sends the request once through next. It reports done when the
 // call has ended; otherwise c.last holds the retryable failure.
 func (c *call) attempt(next caddyhttp.Handler) (done bool, err error) {
+	defer c.reportHealth()
 	c.restoreHeaders()
 	c.aw.reset()
 	c.attempts++
@@ -479,11 +487,11 @@ func (c *call) judge(aborted bool, err error) (done bool, _ error) {
 	clientGone := c.r.Context().Err() != nil
 	switch c.aw.state.Load() {
 	case stateCommitted:
-		c.g.notePace(c.dialect, c.w.Header())
+		c.notePace()
 		c.completeResponse()
 		return true, nil
 	case stateHeld:
-		c.g.notePace(c.dialect, c.w.Header())
+		c.notePace()
 		if clientGone {
 			c.end = ending{errorType: "client_closed", status: statusClientClosed}
 			return true, nil
@@ -548,7 +556,11 @@ func (c *call) judgeHeld() (done bool, _ error) {
 // decision and the model's circuit. It reports that the call goes on.
 func (c *call) fail(f failure) (done bool, _ error) {
 	c.last = f
-	c.g.cfg.Circuit.Failure(c.model)
+	status := 0
+	if f.held {
+		status = c.aw.status
+	}
+	c.recordHealth(status, f.reason)
 	return false, nil
 }
 
@@ -645,9 +657,7 @@ func (c *call) completeResponse() {
 	}
 	c.tap.finish()
 	c.end = ending{status: c.aw.status, errorType: c.tap.errorType}
-	if successful(c.aw.status) {
-		c.g.cfg.Circuit.Success(c.model)
-	}
+	c.recordHealth(c.aw.status, "")
 	// A client that left before the stream's terminal event gets no cut
 	// event and is logged as gone. One that left after it had the whole
 	// answer: the OpenAI SDKs close the connection as soon as they read
@@ -657,6 +667,7 @@ func (c *call) completeResponse() {
 		return
 	}
 	if c.tap.incompleteStream() {
+		c.recordHealth(c.aw.status, policy.ReasonConnection)
 		_, _ = c.w.Write(policy.StreamCutEvent(c.dialect, c.endpoint))
 		_ = http.NewResponseController(c.w).Flush()
 		c.end.errorType = "stream_incomplete"
