@@ -136,12 +136,13 @@ func (r *Request) ApplyOutputCap(rule OutputCapRule, modelMax int64) (effective 
 		effective = max(effective, n)
 	}
 	if !named && rule.Default > 0 {
-		effective = rule.Default
+		n := rule.Default
 		if limit > 0 {
-			effective = min(effective, limit)
+			n = min(n, limit)
 		}
-		r.setInt(fields[0], effective)
-		changed = true
+		if r.setInt(fields[0], n) {
+			effective, changed = n, true
+		}
 	}
 	if changed {
 		if err := r.fitThinking(effective); err != nil {

@@ -12,12 +12,12 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-// MaxModelBytes is the longest `model` value the gateway accepts. Real ids
+// maxModelBytes is the longest `model` value the gateway accepts. Real ids
 // are short (the longest in the built-in table is under 40 bytes; fine-tuned
 // OpenAI ids and Bedrock ARNs stay well under 256), while a model name is
 // stored and logged per request: a circuit per model, a log field, a metric
 // label. A longer one is refused rather than kept.
-const MaxModelBytes = 256
+const maxModelBytes = 256
 
 // field is a value the gateway reads or rewrites in a request body: a
 // top-level member, or one of the few members inside one that it adjusts.
@@ -94,7 +94,7 @@ func (s span) present() bool { return s.end > s.start }
 type Request struct {
 	// Model is the top-level "model" string as the client sent it
 	// (unescaped), or empty when there is none or it is not a string. A
-	// model over MaxModelBytes is cut to that length here, for the log line
+	// model over maxModelBytes is cut to that length here, for the log line
 	// of its refusal (see Integrity).
 	Model string
 
@@ -109,7 +109,7 @@ type Request struct {
 	object    bool   // ... and it is an object
 	dups      uint16 // a bit per field given more than once
 	modelLen  int    // the model value's length in bytes as sent; 0 when absent
-	longModel bool   // the model is over MaxModelBytes, unescaped
+	longModel bool   // the model is over maxModelBytes, unescaped
 	fault     blockFault
 }
 
@@ -206,8 +206,8 @@ func (r *Request) readModel() {
 	r.modelLen = len(raw) - 2
 	// An escape takes at most six bytes for each byte it stands for, so a
 	// value this long is over the bound without unescaping it.
-	if r.modelLen > 6*MaxModelBytes {
-		r.Model, r.longModel = validPrefix(raw[1:], MaxModelBytes), true
+	if r.modelLen > 6*maxModelBytes {
+		r.Model, r.longModel = validPrefix(raw[1:], maxModelBytes), true
 		return
 	}
 	m := string(raw[1 : len(raw)-1]) // a copy: the body is a pooled buffer
@@ -217,8 +217,8 @@ func (r *Request) readModel() {
 			break
 		}
 	}
-	if len(m) > MaxModelBytes {
-		m, r.longModel = validPrefix([]byte(m), MaxModelBytes), true
+	if len(m) > maxModelBytes {
+		m, r.longModel = validPrefix([]byte(m), maxModelBytes), true
 	}
 	r.Model = m
 }
@@ -252,7 +252,7 @@ func (r *Request) Stream() bool { return string(r.raw(fieldStream)) == "true" }
 // `validate` setting: a member the gateway reads or rewrites given twice
 // (the providers' JSON parsers keep the last one, so the guards would judge
 // one value and the provider use another), or a model id longer than
-// MaxModelBytes.
+// maxModelBytes.
 func (r *Request) Integrity() *RequestError {
 	if r.dups != 0 {
 		// Name the outermost member: a top-level member given twice
@@ -262,7 +262,7 @@ func (r *Request) Integrity() *RequestError {
 			"Send each member once: the provider would use the last one, and this gateway does not guess which was meant."}
 	}
 	if r.longModel {
-		return &RequestError{Param: "model", Message: "`model` is longer than " + strconv.Itoa(MaxModelBytes) + " bytes (" + strconv.Itoa(r.modelLen) +
+		return &RequestError{Param: "model", Message: "`model` is longer than " + strconv.Itoa(maxModelBytes) + " bytes (" + strconv.Itoa(r.modelLen) +
 			" bytes as sent); model ids are shorter. Send the model's id, for example " + exampleModel(r.e) + "."}
 	}
 	return nil
@@ -278,7 +278,7 @@ func (r *Request) Clone() Request {
 }
 
 // SetModel makes the body name model, replacing the top-level "model"
-// value (or adding one). Every other byte is kept.
+// value (or adding one to a JSON object). Every other byte is kept.
 func (r *Request) SetModel(model string) {
 	v, _ := json.Marshal(model) // a string always marshals
 	if r.at[fieldModel].present() {
@@ -300,7 +300,9 @@ func (r *Request) RequestStreamUsage() bool {
 	opts := r.raw(fieldStreamOptions)
 	switch {
 	case opts == nil:
-		r.insertMember(fieldStreamOptions, []byte(`{"include_usage":true}`))
+		if !r.insertMember(fieldStreamOptions, []byte(`{"include_usage":true}`)) {
+			return false
+		}
 		at := r.at[fieldStreamOptions]
 		r.at[fieldIncludeUsage] = span{at.end - len(`true}`), at.end - 1}
 	case r.at[fieldIncludeUsage].present():
@@ -324,15 +326,16 @@ func (r *Request) RequestStreamUsage() bool {
 	return true
 }
 
-// setInt writes n as field f's value, as an integer.
-func (r *Request) setInt(f field, n int64) {
+// setInt writes n as field f's value, as an integer, and reports whether
+// it could: a member can be added only to a whole JSON object.
+func (r *Request) setInt(f field, n int64) bool {
 	var buf [20]byte
 	v := strconv.AppendInt(buf[:0], n, 10)
 	if r.at[f].present() {
 		r.replace(f, v)
-		return
+		return true
 	}
-	r.insertMember(f, v)
+	return r.insertMember(f, v)
 }
 
 // replace splices v in place of field f's value. Offsets after it move by
@@ -357,8 +360,12 @@ func (r *Request) replace(f field, v []byte) {
 }
 
 // insertMember adds the top-level member f with value v at the end of the
-// object, and records it.
-func (r *Request) insertMember(f field, v []byte) {
+// object, and records it. It reports false, changing nothing, when the
+// body is not a whole JSON object: its end is not known.
+func (r *Request) insertMember(f field, v []byte) bool {
+	if !r.object || !r.json {
+		return false
+	}
 	member := make([]byte, 0, len(fieldPaths[f])+len(v)+4)
 	if r.members {
 		member = append(member, ',')
@@ -371,6 +378,7 @@ func (r *Request) insertMember(f field, v []byte) {
 	r.insert(at, member)
 	r.members = true
 	r.at[f] = span{at + len(member) - len(v), at + len(member)}
+	return true
 }
 
 // insert splices v in at offset at, moving what follows.

@@ -65,16 +65,16 @@ func TestIntegrityModelLength(t *testing.T) {
 		model string // the JSON string's contents
 		bytes int    // 0: accepted
 	}{
-		{"at the bound", strings.Repeat("m", MaxModelBytes), 0},
-		{"one over", strings.Repeat("m", MaxModelBytes+1), MaxModelBytes + 1},
+		{"at the bound", strings.Repeat("m", maxModelBytes), 0},
+		{"one over", strings.Repeat("m", maxModelBytes+1), maxModelBytes + 1},
 		{"a mebibyte", strings.Repeat("m", 1<<20), 1 << 20},
-		{"escapes count unescaped", strings.Repeat(`\u006d`, MaxModelBytes), 0},
-		{"escapes over the bound", strings.Repeat(`\u006d`, MaxModelBytes+1), 6 * (MaxModelBytes + 1)},
-		{"multi-byte runes cut at a boundary", strings.Repeat("é", MaxModelBytes), 2 * MaxModelBytes},
+		{"escapes count unescaped", strings.Repeat(`\u006d`, maxModelBytes), 0},
+		{"escapes over the bound", strings.Repeat(`\u006d`, maxModelBytes+1), 6 * (maxModelBytes + 1)},
+		{"multi-byte runes cut at a boundary", strings.Repeat("é", maxModelBytes), 2 * maxModelBytes},
 	} {
 		r := ReadRequest(Anthropic, Messages, []byte(`{"model":"`+tc.model+`","max_tokens":1,"messages":[]}`))
 		err := r.Integrity()
-		if len(r.Model) > MaxModelBytes || !strings.HasPrefix(strings.ReplaceAll(tc.model, `\u006d`, "m"), r.Model) && !strings.HasPrefix(tc.model, r.Model) {
+		if len(r.Model) > maxModelBytes || !strings.HasPrefix(strings.ReplaceAll(tc.model, `\u006d`, "m"), r.Model) && !strings.HasPrefix(tc.model, r.Model) {
 			t.Errorf("%s: Model kept as %d bytes %q…", tc.name, len(r.Model), r.Model[:min(len(r.Model), 16)])
 		}
 		if tc.bytes == 0 {
@@ -240,6 +240,7 @@ func FuzzReadRequest(f *testing.F) {
 		`{"mod\u0065l":"m","thinking":{"type":"enabled","budget_tokens":2000,"budget_tokens":3000}}`,
 		`{"model":"m","x":[[[[[[{"a":[[[{}]]]}]]]]]],"input":[{"role":"user","content":[{"type":"input_text","text":"\"hi\""}]}]}`,
 		`{"a":1,}`, `[{"model":"m"}]`, `{"model":"m"} x`, "{\n}", `{"model":"` + strings.Repeat("x", 300) + `"}`,
+		`{"model":"m","max_tokens":50000,"stream":true,}`, `{"stream":true,"max_tokens":9`,
 	} {
 		f.Add([]byte(s), int64(100), int64(50), int64(0), false, uint8(0), "claude-sonnet-4-5")
 	}
@@ -253,6 +254,24 @@ func FuzzReadRequest(f *testing.F) {
 		r := ReadRequest(ep.d, ep.e, body)
 		if r.json != json.Valid(body) {
 			t.Fatalf("%q: JSON %v, encoding/json says %v", body, r.json, !r.json)
+		}
+		if !r.json {
+			// A body that is not JSON is edited only in the values read
+			// before its fault: never extended, nothing else moved.
+			first, end := len(body), 0
+			for f := range numFields {
+				if r.at[f].present() {
+					first, end = min(first, r.at[f].start), max(end, r.at[f].end)
+				}
+			}
+			probe := ReadRequest(ep.d, ep.e, body)
+			probe.ApplyOutputCap(OutputCapRule{Ceiling: 1, Default: 1}, 1)
+			probe.SetModel(model)
+			probe.RequestStreamUsage()
+			out := probe.Body()
+			if !bytes.HasPrefix(out, body[:first]) || !bytes.HasSuffix(out, body[max(end, first):]) {
+				t.Fatalf("%q, not JSON, was edited outside the values read: %q", body, out)
+			}
 		}
 		last, count, isObject := oracleFields(body)
 		if r.json && r.object != isObject {
