@@ -102,7 +102,7 @@ func (c *call) requestStreamUsage() {
 	}
 	if payload, injected := policy.RequestStreamUsage(c.payload); injected {
 		c.payload = payload
-		c.aw.strip = &usageStripper{w: c.w}
+		c.tap.strip = true
 	}
 }
 

@@ -90,7 +90,7 @@ var plain = func() (t [256]bool) {
 
 // reset prepares the reader for the next event's data.
 func (r *reader) reset() {
-	r.st, r.depth, r.capture, r.next = sValue, 0, -1, nil
+	*r = reader{f: r.f, objects: r.objects, slots: r.slots, name: r.name[:0], capture: -1}
 	r.forget(r.f.root)
 }
 

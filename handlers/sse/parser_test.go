@@ -2,161 +2,26 @@ package sse
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/ai-resilience/caddy-ai-resilience/handlers/sse/ssetest"
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
-// The reference: the WHATWG event-stream rules and RFC 8259 written out as
-// plainly as possible, on the whole stream at once, with encoding/json
-// reading the data. The parser must find exactly what it finds, however
-// the stream is split.
-
-// event is what the tests compare: the parts of a policy.StreamEvent, with
-// the boundary that dispatched it.
-type event struct {
-	Named  bool
-	Name   string
-	JSON   bool
-	Fields []policy.JSONValue
-	Head   string
-}
-
-// referenceEvents parses a whole stream.
-func referenceEvents(stream []byte, paths []string) (events []event, blanks int) {
-	stream = bytes.TrimPrefix(stream, bom[:])
-	var lines [][]byte
-	for {
-		i := bytes.IndexAny(stream, "\r\n")
-		if i < 0 {
-			break // an unfinished line at the end is discarded with its event
-		}
-		lines = append(lines, stream[:i])
-		if stream[i] == '\r' && i+1 < len(stream) && stream[i+1] == '\n' {
-			i++
-		}
-		stream = stream[i+1:]
-	}
-	var name, data []byte
-	hasData := false
-	for _, line := range lines {
-		if len(line) == 0 {
-			blanks++
-			if hasData {
-				events = append(events, referenceEvent(name, bytes.TrimSuffix(data, []byte("\n")), paths))
-			}
-			name, data, hasData = nil, nil, false
-			continue
-		}
-		if line[0] == ':' {
-			continue
-		}
-		field, value, found := bytes.Cut(line, []byte(":"))
-		if found {
-			value = bytes.TrimPrefix(value, []byte(" "))
-		}
-		switch string(field) {
-		case "event":
-			name = value
-		case "data":
-			data = append(append(data, value...), '\n')
-			hasData = true
-		}
-	}
-	return events, blanks
-}
-
-// referenceEvent reads one event's data.
-func referenceEvent(name, data []byte, paths []string) event {
-	ev := event{Named: len(name) > 0, JSON: json.Valid(data), Head: string(data[:min(len(data), headLen)])}
-	if ev.Named && len(name) <= policy.MaxStreamText {
-		ev.Name = string(name)
-	}
-	ev.Fields = make([]policy.JSONValue, len(paths))
-	if !ev.JSON {
-		return ev
-	}
-	for i, p := range paths {
-		ev.Fields[i] = referenceValue(bytes.Trim(data, " \t\r\n"), strings.Split(p, "."))
-	}
-	return ev
-}
-
-// referenceValue finds the value at a path: a step of digits indexes an
-// array, any other names a member (the last one, when it is given twice).
-func referenceValue(raw json.RawMessage, steps []string) policy.JSONValue {
-	for _, step := range steps {
-		if index, err := strconv.Atoi(step); err == nil && strings.Trim(step, "0123456789") == "" {
-			var elems []json.RawMessage
-			if raw[0] != '[' || json.Unmarshal(raw, &elems) != nil || index >= len(elems) {
-				return policy.JSONValue{}
-			}
-			raw = elems[index]
-			continue
-		}
-		var members map[string]json.RawMessage
-		if raw[0] != '{' || json.Unmarshal(raw, &members) != nil {
-			return policy.JSONValue{}
-		}
-		v, ok := members[step]
-		if !ok {
-			return policy.JSONValue{}
-		}
-		raw = v
-	}
-	var v policy.JSONValue
-	switch raw[0] {
-	case 'n':
-		v.Kind = policy.JSONNull
-	case 't':
-		v.Kind = policy.JSONTrue
-	case 'f':
-		v.Kind = policy.JSONFalse
-	case '{':
-		v.Kind = policy.JSONObject
-	case '[':
-		v.Kind = policy.JSONArray
-		var elems []json.RawMessage
-		_ = json.Unmarshal(raw, &elems)
-		v.Len = len(elems)
-	case '"':
-		v.Kind = policy.JSONString
-		if len(raw)-2 <= policy.MaxStreamText {
-			var s string
-			_ = json.Unmarshal(raw, &s)
-			v.Text = []byte(s)
-		}
-	default:
-		v.Kind = policy.JSONNumber
-		if len(raw) <= policy.MaxStreamText {
-			v.Text = raw
-		}
-	}
-	return v
-}
-
 // collector records what the parser reports.
 type collector struct {
-	events []event
+	events []ssetest.Event
 	blanks int
 }
 
 func (c *collector) Boundary(_ int, ev *policy.StreamEvent) {
 	c.blanks++
-	if ev == nil {
-		return
+	if ev != nil {
+		c.events = append(c.events, ssetest.FromStream(ev))
 	}
-	e := event{Named: ev.Named, Name: string(ev.Name), JSON: ev.JSON, Head: string(ev.Head)}
-	for _, f := range ev.Fields {
-		f.Text = bytes.Clone(f.Text)
-		e.Fields = append(e.Fields, f)
-	}
-	c.events = append(c.events, e)
 }
 
 // apis are the field sets the gateway compiles.
@@ -171,7 +36,12 @@ var apis = map[string][]string{
 func checkAgainstReference(t *testing.T, stream []byte, splits ...int) {
 	t.Helper()
 	for name, paths := range apis {
-		want, blanks := referenceEvents(stream, paths)
+		blocks := ssetest.Blocks(stream, paths)
+		want := ssetest.Events(stream, paths)
+		blanks := len(blocks)
+		if len(blocks) > 0 && blocks[len(blocks)-1].Tail {
+			blanks--
+		}
 		var p Parser
 		p.Reset(Compile(paths))
 		var got collector
@@ -189,27 +59,14 @@ func checkAgainstReference(t *testing.T, stream []byte, splits ...int) {
 			t.Fatalf("%s: %d events, want %d in %q (split %v)", name, len(got.events), len(want), stream, splits)
 		}
 		for i := range want {
-			if !sameEvent(got.events[i], want[i]) {
+			if !ssetest.Same(got.events[i], want[i]) {
 				t.Fatalf("%s: event %d of %q (split %v)\n got %s\nwant %s", name, i, stream, splits, show(got.events[i]), show(want[i]))
 			}
 		}
 	}
 }
 
-func sameEvent(a, b event) bool {
-	if a.Named != b.Named || a.Name != b.Name || a.JSON != b.JSON || a.Head != b.Head || len(a.Fields) != len(b.Fields) {
-		return false
-	}
-	for i := range a.Fields {
-		x, y := a.Fields[i], b.Fields[i]
-		if x.Kind != y.Kind || x.Len != y.Len || !bytes.Equal(x.Text, y.Text) {
-			return false
-		}
-	}
-	return true
-}
-
-func show(e event) string {
+func show(e ssetest.Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "named=%v name=%q json=%v head=%q", e.Named, e.Name, e.JSON, e.Head)
 	for i, f := range e.Fields {
@@ -316,8 +173,7 @@ func TestParserBoundedMemory(t *testing.T) {
 		t.Fatalf("events %v, want the one complete event", got.events)
 	}
 	var progress policy.StreamProgress
-	ev := policy.StreamEvent{JSON: true, Fields: got.events[0].Fields}
-	progress.Observe(policy.OpenAI, policy.Responses, &ev)
+	progress.Observe(policy.OpenAI, policy.Responses, ssetest.ToStream(got.events[0]))
 	if !progress.Done || progress.InputTokens != 76 || progress.OutputTokens != 73 {
 		t.Errorf("progress %+v, want done with usage 76/73", progress)
 	}
