@@ -42,16 +42,16 @@ type responseTap struct {
 	// once its closing blank line arrives, which is when an SSE client
 	// could use it anyway.
 	strip   bool
-	hold    []byte    // the current event's bytes from earlier writes
-	passing bool      // the current event outgrew hold and is passed on as it comes
+	hold    []byte // the current event's bytes from earlier writes
+	passing bool   // the current event outgrew hold and is passed on as it comes
 	// The last write ended with the CR of a blank line, whose LF may start
 	// the next: endCR says whether that event was kept or dropped, for
 	// its LF to share its fate.
 	endCR, droppedCR bool
-	cur     []byte    // the bytes being passed
-	from    int       // the start of cur's bytes not yet passed on or dropped
-	dst     io.Writer // where they go
-	werr    error     // the first error writing to dst
+	cur              []byte    // the bytes being passed
+	from             int       // the start of cur's bytes not yet passed on or dropped
+	dst              io.Writer // where they go
+	werr             error     // the first error writing to dst
 }
 
 // parsers recycles stream parsers, whose buffers are a few kilobytes.
