@@ -41,6 +41,7 @@ func TestProvisionDefaultsAreTheSpec(t *testing.T) {
 		{"max_wait", time.Duration(h.MaxWait), 60 * time.Second},
 		{"deadline", time.Duration(h.Deadline), 5 * time.Minute},
 		{"attempt_timeout", time.Duration(h.AttemptTimeout), time.Duration(0)},
+		{"idle_timeout", time.Duration(h.IdleTimeout), time.Duration(0)},
 		{"max_body", h.MaxBody, int64(16_000_000)}, // "16MB" as the Caddyfile reads it
 		{"client_retries", h.ClientRetries, "deny"},
 		{"context_guard", h.ContextGuard, "reject"},
@@ -134,6 +135,7 @@ func TestValidateRejectsBadCombinations(t *testing.T) {
 		{"negative deadline", Handler{Deadline: caddy.Duration(-time.Second)}, "deadline"},
 		{"negative max_wait", Handler{MaxWait: caddy.Duration(-time.Second)}, "max_wait"},
 		{"negative attempt_timeout", Handler{AttemptTimeout: caddy.Duration(-time.Second)}, "attempt_timeout"},
+		{"negative idle_timeout", Handler{IdleTimeout: caddy.Duration(-time.Second)}, "idle_timeout"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if _, err := provision(t, &c.h); err != nil {
