@@ -433,8 +433,10 @@ func (r *reader) endString() {
 	if !r.keepName || r.nameLong {
 		return
 	}
+	// Wanted names are ASCII, so only a name with escapes can spell one
+	// otherwise than as it is written (invalid UTF-8 decodes to U+FFFD).
 	name := r.name
-	if r.nameEsc || !utf8.Valid(name) {
+	if r.nameEsc {
 		decoded, ok := decodeString(name)
 		if !ok {
 			return

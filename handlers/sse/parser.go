@@ -269,10 +269,12 @@ func (p *Parser) dispatch(h Handler, end int) {
 		ev.Name = p.evName
 	}
 	ev.JSON = p.json.end()
-	for i, s := range p.json.f.paths {
-		p.fields[i] = policy.JSONValue{}
-		if ev.JSON {
-			p.fields[i] = p.json.result(s)
+	clear(p.fields)
+	if ev.JSON {
+		for i, s := range p.json.f.paths {
+			if p.json.slots[s].kind != policy.JSONAbsent {
+				p.fields[i] = p.json.result(s)
+			}
 		}
 	}
 	ev.Fields = p.fields
