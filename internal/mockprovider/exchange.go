@@ -53,7 +53,40 @@ func (ex *exchange) run() {
 	case ex.endpoint != endpointEmbeddings && gjson.GetBytes(ex.body, "stream").Bool():
 		ex.stream(ex.streamer())
 	default:
-		ex.writeJSON(http.StatusOK, ex.reply())
+		ex.writeReply(ex.reply())
+	}
+}
+
+// writeReply writes a successful JSON answer with its Content-Length, or
+// the part of it the step allows: cut= aborts the connection after that
+// many bytes, end= returns after them (the server then closes the
+// connection, the body being shorter than declared), and stall= sends them
+// and then nothing more while holding the connection open.
+func (ex *exchange) writeReply(v any) {
+	// The wire types in this package always marshal.
+	b, _ := json.Marshal(v)
+	ex.w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	ex.writeHeader(http.StatusOK, "application/json")
+	stop := len(b)
+	for _, n := range [...]int{ex.step.cut, ex.step.end, ex.step.stall} {
+		if n >= 0 {
+			stop = min(stop, n)
+		}
+	}
+	_, _ = ex.w.Write(b[:stop])
+	if stop == len(b) {
+		return
+	}
+	_ = http.NewResponseController(ex.w).Flush()
+	switch {
+	case ex.step.cut >= 0:
+		ex.note = " cut"
+		panic(http.ErrAbortHandler)
+	case ex.step.end >= 0:
+		ex.note = " end"
+	default:
+		ex.note = " stall"
+		<-ex.r.Context().Done()
 	}
 }
 
