@@ -55,6 +55,10 @@ type setup struct {
 	// upstream wraps the mock provider, for example to rewrite paths; nil
 	// serves the mock as it is.
 	upstream func(http.Handler) http.Handler
+	// global are more global options, such as a servers block.
+	global string
+	// proxy are lines inside the reverse_proxy block.
+	proxy string
 }
 
 // startGatewayWith runs Caddy with ai_resilience and a reverse_proxy to a
@@ -69,14 +73,16 @@ func startGatewayWith(t *testing.T, s setup) *gateway {
 	upstream := httptest.NewServer(h)
 	t.Cleanup(upstream.Close)
 	path := cmp.Or(s.path, "/v1/*")
-	return &gateway{Server: startSite(t, fmt.Sprintf(`%s
+	return &gateway{Server: testcaddy.StartWith(t, s.global, fmt.Sprintf(`%s
 	route %s {
 %s
 		ai_resilience {
 %s
 		}
-		reverse_proxy %s
-	}`, s.site, path, s.before, s.options, upstream.URL)), mock: mock}
+		reverse_proxy %s {
+%s
+		}
+	}`, s.site, path, s.before, s.options, upstream.URL, s.proxy)), mock: mock}
 }
 
 // directives joins ai_resilience subdirectives, one per line.

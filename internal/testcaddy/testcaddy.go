@@ -22,6 +22,9 @@ import (
 
 	// The modules a gateway Caddyfile uses.
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/encode"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/encode/gzip"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/encode/zstd"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/logging"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -53,6 +56,12 @@ func Adapt(caddyfile string) ([]byte, []caddyconfig.Warning, error) {
 // recommends so that Caddy's own request dumps hold no API key. Caddy stops when the test ends.
 func Start(t testing.TB, site string) *Server {
 	t.Helper()
+	return StartWith(t, "", site)
+}
+
+// StartWith is Start with more global options, such as a `servers` block.
+func StartWith(t testing.TB, global, site string) *Server {
+	t.Helper()
 	port := FreePort(t)
 	logPath := filepath.Join(t.TempDir(), "caddy.log")
 	caddyfile := fmt.Sprintf(`{
@@ -67,12 +76,13 @@ func Start(t testing.TB, site string) *Server {
 		}
 		level DEBUG
 	}
+%s
 }
 
 http://127.0.0.1:%d {
 %s
 }
-`, logPath, port, site)
+`, logPath, global, port, site)
 	cfg, _, err := Adapt(caddyfile)
 	if err != nil {
 		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
