@@ -200,9 +200,8 @@ func TestInBandErrorFirstIsRetried(t *testing.T) {
 			if line := callLine(t, g, before); line["msg"] != "api_call_success" || line["attempts"] != 2.0 || line["output_tokens"] != 3.0 {
 				t.Errorf("call logged %v", line)
 			}
-			retries := g.logEntries(t, "retrying", 1)
-			if last := retries[len(retries)-1]; last["status"] != c.status {
-				t.Errorf("retry logged %v, want status %v", last, c.status)
+			if retries := g.logEntries(t, "retrying", 1); len(retries) == 0 || retries[len(retries)-1]["status"] != c.status {
+				t.Errorf("retry lines %v, want the last with status %v", retries, c.status)
 			}
 		})
 	}
@@ -320,13 +319,16 @@ func TestInBandErrorAfterOutput(t *testing.T) {
 }
 
 // TestInBandErrorAfterOutputThroughSDK: anthropic-sdk-go gets the
-// upstream's own error, with its type.
+// upstream's own error, with its type, and the gateway logs that error.
 func TestInBandErrorAfterOutputThroughSDK(t *testing.T) {
 	g := startGateway(t, directives("backoff 1ms 2ms"), mockprovider.Options{})
 	err := streamCases[0].run(g, "200:events=5:inband=overloaded_error:at=2")
 	var apiErr *anthropic.Error
 	if !errors.As(err, &apiErr) || apiErr.Type() != "overloaded_error" {
 		t.Errorf("the SDK got %v, want the upstream's overloaded_error", err)
+	}
+	if line := callLine(t, g, 0); line["msg"] != "api_call_error" || line["error_type"] != "overloaded_error" {
+		t.Errorf("call logged %v", line)
 	}
 }
 
@@ -368,6 +370,9 @@ func TestCutStreamOverHTTP1AndHTTP2(t *testing.T) {
 					}
 					if err != nil {
 						t.Fatalf("try %d: the response did not end cleanly: %v after %q", try, err, body)
+					}
+					if !bytes.HasSuffix(body, []byte("\n\n")) {
+						t.Fatalf("try %d: the stream does not end with a whole event: %q", try, body)
 					}
 					events := parseSSE(t, body)
 					if n := bytes.Count(body, []byte("event: content_block_delta")); n != 2 {
@@ -465,19 +470,30 @@ func TestIdleTimeoutBody(t *testing.T) {
 }
 
 // TestReadTimeoutComposes: reverse_proxy's own read_timeout ends a silent
-// stream too, and the gateway still ends it in-band and cleanly.
+// stream too, and the gateway ends it in-band and cleanly whichever of the
+// two bounds the silence first.
 func TestReadTimeoutComposes(t *testing.T) {
-	g := startGatewayWith(t, setup{
-		options: directives("backoff 1ms 2ms"),
-		proxy:   "\t\t\ttransport http {\n\t\t\t\tread_timeout 300ms\n\t\t\t}",
-	})
-	resp, body := g.post(t, "/v1/messages", anthropicJSON("claude-haiku-4-5", true), map[string]string{mockprovider.ScriptHeader: "200:events=5:stall=2"})
-	events := parseSSE(t, body)
-	if last := events[len(events)-1]; resp.StatusCode != 200 || last.name != "error" {
-		t.Errorf("status %d, last event %q %s: want the in-band error", resp.StatusCode, last.name, last.data)
-	}
-	if line := callLine(t, g, 0); line["msg"] != "api_call_error" || line["error_type"] != "stream_incomplete" {
-		t.Errorf("call logged %v", line)
+	for _, c := range []struct {
+		options, errType string
+	}{
+		{"idle_timeout 5s", "stream_incomplete"},
+		{"idle_timeout 200ms", "timeout_error"},
+	} {
+		g := startGatewayWith(t, setup{
+			options: directives("backoff 1ms 2ms", c.options),
+			proxy:   "\t\t\ttransport http {\n\t\t\t\tread_timeout 600ms\n\t\t\t}",
+		})
+		resp, body := g.post(t, "/v1/messages", anthropicJSON("claude-haiku-4-5", true), map[string]string{mockprovider.ScriptHeader: "200:events=5:stall=2"})
+		if !bytes.HasSuffix(body, []byte("\n\n")) {
+			t.Fatalf("%s: the stream does not end with a whole event: %q", c.options, body)
+		}
+		events := parseSSE(t, body)
+		if last := events[len(events)-1]; resp.StatusCode != 200 || last.name != "error" {
+			t.Errorf("%s: status %d, last event %q %s: want the in-band error", c.options, resp.StatusCode, last.name, last.data)
+		}
+		if line := callLine(t, g, 0); line["msg"] != "api_call_error" || line["error_type"] != c.errType {
+			t.Errorf("%s: call logged %v", c.options, line)
+		}
 	}
 }
 
