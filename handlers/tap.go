@@ -66,7 +66,8 @@ func fieldsFor(d policy.Dialect, e policy.Endpoint) *sse.Fields {
 	if f, ok := streamFields.Load(key); ok {
 		return f.(*sse.Fields)
 	}
-	f, _ := streamFields.LoadOrStore(key, sse.Compile(policy.StreamFields(d, e)))
+	reads := func(name []byte) bool { return policy.StreamReadsData(d, e, name) }
+	f, _ := streamFields.LoadOrStore(key, sse.Compile(policy.StreamFields(d, e), reads))
 	return f.(*sse.Fields)
 }
 
@@ -193,7 +194,7 @@ func (t *responseTap) finish(dst io.Writer) {
 // judge: it is left as it came.
 func (t *responseTap) incompleteStream() bool {
 	p := &t.progress
-	return t.sse && !p.Done && (p.Followed || p.Events == 0)
+	return t.sse && !p.Done && !p.Lost && (p.Followed || p.Events == 0)
 }
 
 // cutEvent returns what ends an incomplete stream: a line end and a blank

@@ -103,6 +103,9 @@ func TestTapProperEnds(t *testing.T) {
 		{"responses error", policy.OpenAI, policy.Responses, "data: {\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":\"x\",\"param\":null}\n\n", false, "rate_limit_exceeded", 429},
 		{"responses cut", policy.OpenAI, policy.Responses, dataOnlyResponses[:strings.LastIndex(dataOnlyResponses, "data:")], true, "", 0},
 		{"empty", policy.OpenAI, policy.Responses, "", true, "", 0},
+		// The data of a delta is passed over; named message_delta after it,
+		// the event cannot be read: the stream is passed on as it is.
+		{"renamed after its data", policy.Anthropic, policy.Messages, "event: content_block_delta\ndata: {\"usage\":{\"output_tokens\":3}}\nevent: message_delta\n\n", false, "", 0},
 		{"foreign events", policy.OpenAI, policy.Responses, "data: {\"candidates\":[]}\n\n", false, "", 0},
 	} {
 		tap := tapStream(c.d, c.e, c.stream, len(c.stream)/2)

@@ -78,6 +78,10 @@ type StreamEvent struct {
 	Fields []JSONValue
 	// Head is the start of the data, up to 8 bytes.
 	Head []byte
+	// Unread reports an event whose data was passed over, unread, because
+	// its name said nothing in it was needed (StreamReadsData), and whose
+	// name a later `event:` field then changed to one whose data is.
+	Unread bool
 }
 
 // Type returns the event's type: its `event:` field or, when it has none,
@@ -111,6 +115,10 @@ type StreamProgress struct {
 	Followed bool
 	// Err is the first in-band error event, if any.
 	Err StreamError
+	// Lost is true once an event passed that the gateway could not read
+	// (StreamEvent.Unread): from then on the stream is passed on as it
+	// is, neither judged complete nor broken.
+	Lost bool
 }
 
 // StreamError is an error event inside a successful stream.
@@ -130,8 +138,22 @@ type StreamError struct {
 
 // Observe takes one dispatched server-sent event.
 func (s *StreamProgress) Observe(d Dialect, e Endpoint, ev *StreamEvent) {
+	if s.Lost {
+		return
+	}
+	if ev.Unread {
+		s.Lost = true
+		return
+	}
 	streamAPIFor(d, e).observe(s, ev)
 	s.Events++
+}
+
+// StreamReadsData reports whether an event with the given `event:` name
+// has anything in its data that the API's rules read. Most events of a
+// long stream (text deltas) do not, so their data need not be parsed.
+func StreamReadsData(d Dialect, e Endpoint, name []byte) bool {
+	return streamAPIFor(d, e).readsData(name)
 }
 
 // StreamFields returns the JSON paths the gateway reads from each event's
@@ -161,6 +183,8 @@ type streamAPI interface {
 	observe(s *StreamProgress, ev *StreamEvent)
 	// cutIndex is the API's place in streamCutEvents.
 	cutIndex() int
+	// readsData reports whether an event of that name needs its data read.
+	readsData(name []byte) bool
 }
 
 // streamAPIFor returns the stream rules of an API. Legacy Completions
@@ -226,6 +250,16 @@ var anthropicFields = []string{
 
 func (anthropicStream) fields() []string { return anthropicFields }
 func (anthropicStream) cutIndex() int    { return 0 }
+
+// An Anthropic event's name is its type; only these carry usage or an
+// error type.
+func (anthropicStream) readsData(name []byte) bool {
+	switch string(name) {
+	case "message_start", "message_delta", "error":
+		return true
+	}
+	return false
+}
 
 func (anthropicStream) observe(s *StreamProgress, ev *StreamEvent) {
 	f := ev.Fields
@@ -293,6 +327,9 @@ var chatFields = []string{
 func (chatStream) fields() []string { return chatFields }
 func (chatStream) cutIndex() int    { return 1 }
 
+// Chat chunks are judged by their data alone, whatever their name.
+func (chatStream) readsData([]byte) bool { return true }
+
 // doneMarker starts the data of the last event of a chat stream; the
 // official SDKs end the stream on any data that starts with it.
 var doneMarker = []byte("[DONE]")
@@ -357,6 +394,16 @@ var responsesFields = []string{
 
 func (responsesStream) fields() []string { return responsesFields }
 func (responsesStream) cutIndex() int    { return 2 }
+
+// A named Responses event's type is its name; only the ends and errors
+// carry what the gateway reads.
+func (responsesStream) readsData(name []byte) bool {
+	switch string(name) {
+	case "response.completed", "response.incomplete", "response.failed", "error":
+		return true
+	}
+	return false
+}
 
 func (responsesStream) observe(s *StreamProgress, ev *StreamEvent) {
 	f := ev.Fields

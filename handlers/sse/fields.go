@@ -13,6 +13,7 @@ type Fields struct {
 	root  *node
 	slots int   // nodes with a slot: every node but the root
 	paths []int // the slot of each compiled path, in order
+	reads func(name []byte) bool
 }
 
 // node is one step of a path: an object member or an array element.
@@ -29,9 +30,11 @@ type node struct {
 
 // Compile builds Fields from dotted paths ("message.usage.input_tokens");
 // a step of digits only indexes an array ("choices.0.finish_reason"), any
-// other step names an object member.
-func Compile(paths []string) *Fields {
-	f := &Fields{root: &node{index: -1, slot: -1}}
+// other step names an object member. reads, when not nil, says whether an
+// event with a given name needs its data read at all: the data of an event
+// named otherwise is passed over, most of a long stream's bytes.
+func Compile(paths []string, reads func(name []byte) bool) *Fields {
+	f := &Fields{root: &node{index: -1, slot: -1}, reads: reads}
 	leaves := make([]*node, len(paths))
 	for i, p := range paths {
 		n := f.root

@@ -66,6 +66,7 @@ type reader struct {
 	st      state
 	depth   int
 	objects []uint64 // bit d is set when the container at depth d+1 is an object
+	object  bool     // the innermost container is an object
 	frames  [maxTracked]frame
 	slots   []slot
 
@@ -386,6 +387,7 @@ func (r *reader) open(object bool, n *node) {
 		r.st = sArrFirst
 	}
 	r.depth++
+	r.object = object
 	if r.depth <= maxTracked {
 		if n != nil && len(n.kids) == 0 && object {
 			n = nil // an object wanted for its kind alone
@@ -395,14 +397,14 @@ func (r *reader) open(object bool, n *node) {
 }
 
 // inObject reports whether the innermost container is an object.
-func (r *reader) inObject() bool {
-	d := r.depth - 1
-	return r.objects[d/64]&(1<<uint(d%64)) != 0
-}
+func (r *reader) inObject() bool { return r.object }
 
 // close leaves the innermost container.
 func (r *reader) close() {
 	r.depth--
+	if d := r.depth - 1; d >= 0 {
+		r.object = r.objects[d/64]&(1<<uint(d%64)) != 0
+	}
 	r.endValue()
 }
 

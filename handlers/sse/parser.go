@@ -68,6 +68,8 @@ type Parser struct {
 	bomSeen  int  // bytes of a leading byte order mark matched so far
 	bomDone  bool // the stream's first bytes have been judged
 	lines    int  // data lines of the current event
+	skip     bool // its data is passed over: its name needs none read
+	unread   bool // ... and a later name needed it
 	named    bool // the current event has a non-empty event field
 	evName   []byte
 	nameLong bool
@@ -213,6 +215,9 @@ func (p *Parser) beginField() {
 	switch {
 	case p.nameLen == 4 && string(name) == "data":
 		p.field = fieldData
+		if p.lines == 0 && p.named && p.json.f.reads != nil && !p.json.f.reads(p.eventName()) {
+			p.skip = true
+		}
 		if p.lines > 0 {
 			p.data(lf) // data lines join with LF
 		}
@@ -247,13 +252,27 @@ func (p *Parser) endField() {
 			p.evName = p.evName[:0]
 		}
 		p.named = len(p.evName) > 0 || p.nameLong
+		if p.skip && p.named && p.json.f.reads(p.eventName()) {
+			p.unread = true
+		}
 	}
+}
+
+// eventName returns the current event's name, nil when it is too long to
+// keep.
+func (p *Parser) eventName() []byte {
+	if p.nameLong {
+		return nil
+	}
+	return p.evName
 }
 
 // data takes a piece of the event's data.
 func (p *Parser) data(b []byte) {
 	p.headN += copy(p.head[p.headN:], b)
-	p.json.feed(b)
+	if !p.skip {
+		p.json.feed(b)
+	}
 }
 
 // dispatch ends the event at a blank line that ends at offset end.
@@ -264,11 +283,11 @@ func (p *Parser) dispatch(h Handler, end int) {
 		return
 	}
 	ev := &p.ev
-	ev.Named, ev.Name = p.named, nil
+	ev.Named, ev.Name, ev.Unread = p.named, nil, p.unread
 	if p.named && !p.nameLong {
 		ev.Name = p.evName
 	}
-	ev.JSON = p.json.end()
+	ev.JSON = !p.skip && p.json.end()
 	clear(p.fields)
 	if ev.JSON {
 		for i, s := range p.json.f.paths {
@@ -285,7 +304,7 @@ func (p *Parser) dispatch(h Handler, end int) {
 
 // endEvent clears the event buffers.
 func (p *Parser) endEvent() {
-	p.lines, p.named, p.nameLong, p.headN = 0, false, false, 0
+	p.lines, p.named, p.nameLong, p.headN, p.skip, p.unread = 0, false, false, 0, false, false
 	p.evName = p.evName[:0]
 	p.json.reset()
 }

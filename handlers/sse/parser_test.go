@@ -43,7 +43,7 @@ func checkAgainstReference(t *testing.T, stream []byte, splits ...int) {
 			blanks--
 		}
 		var p Parser
-		p.Reset(Compile(paths))
+		p.Reset(Compile(paths, nil))
 		var got collector
 		last := 0
 		for _, s := range splits {
@@ -159,7 +159,7 @@ func TestParserBoundedMemory(t *testing.T) {
 	}
 	text.WriteString(`"}]}],"status":"completed","usage":{"input_tokens":76,"output_tokens":73}}}` + "\n\n")
 	stream := text.Bytes()
-	fields := Compile(apis["responses"])
+	fields := Compile(apis["responses"], nil)
 	var got collector
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)

@@ -24,6 +24,9 @@ type Event struct {
 	JSON   bool
 	Fields []policy.JSONValue
 	Head   string
+	// DataName is the event's name when its first data line came: a
+	// parser that passes over the data of events so named must know.
+	DataName []byte
 }
 
 // Block is a piece of a stream: everything from the end of one blank line
@@ -43,7 +46,7 @@ func Blocks(stream []byte, paths []string) []Block {
 	if bytes.HasPrefix(stream, []byte("\xEF\xBB\xBF")) {
 		pos = 3 // one leading byte order mark is not part of the first line
 	}
-	var name, data []byte
+	var name, data, dataName []byte
 	hasData := false
 	for {
 		i := bytes.IndexAny(stream[pos:], "\r\n")
@@ -61,10 +64,11 @@ func Blocks(stream []byte, paths []string) []Block {
 			b := Block{Bytes: stream[start:end]}
 			if hasData {
 				ev := event(name, bytes.TrimSuffix(data, []byte("\n")), paths)
+				ev.DataName = dataName
 				b.Event = &ev
 			}
 			blocks = append(blocks, b)
-			start, name, data, hasData = end, nil, nil, false
+			start, name, data, dataName, hasData = end, nil, nil, nil, false
 			continue
 		case line[0] == ':':
 			continue // a comment
@@ -77,6 +81,9 @@ func Blocks(stream []byte, paths []string) []Block {
 		case "event":
 			name = value
 		case "data":
+			if !hasData {
+				dataName = name
+			}
 			data = append(append(data, value...), '\n')
 			hasData = true
 		}
