@@ -437,18 +437,20 @@ func (c *call) serve(next caddyhttp.Handler, r *http.Request) (aborted bool, err
 
 // judge reads the outcome of one attempt from the writer's state.
 func (c *call) judge(aborted bool, err error) (done bool, _ error) {
-	clientGone := c.r.Context().Err() != nil
-	switch c.aw.state.Load() {
-	case stateCommitted:
+	state := c.aw.state.Load()
+	if state == stateCommitted || state == stateHeaded || state == stateHeld {
 		c.g.notePace(c.dialect, c.w.Header())
+	}
+	if state == stateCommitted {
 		c.completeResponse(aborted)
 		return true, nil
+	}
+	if c.r.Context().Err() != nil {
+		c.end = ending{errorType: "client_closed", status: statusClientClosed}
+		return true, nil
+	}
+	switch state {
 	case stateHeaded:
-		c.g.notePace(c.dialect, c.w.Header())
-		if clientGone {
-			c.end = ending{errorType: "client_closed", status: statusClientClosed}
-			return true, nil
-		}
 		if aborted || c.tap.sse {
 			// The body broke off before its first byte, or the stream
 			// ended before its first event: nothing reached the client.
@@ -458,17 +460,8 @@ func (c *call) judge(aborted bool, err error) (done bool, _ error) {
 		c.completeResponse(false)
 		return true, nil
 	case stateHeld:
-		c.g.notePace(c.dialect, c.w.Header())
-		if clientGone {
-			c.end = ending{errorType: "client_closed", status: statusClientClosed}
-			return true, nil
-		}
 		return c.judgeHeld()
 	case stateAbandoned:
-		if clientGone {
-			c.end = ending{errorType: "client_closed", status: statusClientClosed}
-			return true, nil
-		}
 		err := error(context.DeadlineExceeded)
 		if c.aw.silent.Load() {
 			err = errSilent
@@ -476,10 +469,6 @@ func (c *call) judge(aborted bool, err error) (done bool, _ error) {
 		return c.fail(failure{reason: policy.ReasonTimeout, kind: policy.UpstreamTimeout, err: err})
 	}
 	// Nothing was written.
-	if clientGone {
-		c.end = ending{errorType: "client_closed", status: statusClientClosed}
-		return true, nil
-	}
 	if aborted {
 		return c.fail(failure{reason: policy.ReasonConnection, kind: policy.UpstreamUnreachable, err: http.ErrAbortHandler})
 	}

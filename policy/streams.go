@@ -295,7 +295,7 @@ func (s *StreamProgress) addAnthropicUsage(u []JSONValue) {
 }
 
 // chatStream is the Chat Completions (and legacy Completions) stream
-// (platform.openai.com/docs/api-reference/chat-streaming): data-only
+// (platform.openai.com/docs/guides/streaming-responses?api-mode=chat): data-only
 // chunks, the finish reason in the last choice chunk, usage in a final
 // chunk with empty choices when include_usage is set, `data: [DONE]` at
 // the end, and a chunk with an `error` object for an error.
@@ -361,7 +361,7 @@ func (chatStream) observe(s *StreamProgress, ev *StreamEvent) {
 }
 
 // responsesStream is the Responses API stream
-// (platform.openai.com/docs/api-reference/responses-streaming): typed
+// (platform.openai.com/docs/guides/streaming-responses?api-mode=responses): typed
 // events, no [DONE]; response.completed, response.incomplete or
 // response.failed ends it with the final response and its usage, and an
 // `error` event reports an error.

@@ -78,16 +78,27 @@ func (ex *exchange) writeReply(v any) {
 		return
 	}
 	_ = http.NewResponseController(ex.w).Flush()
+	ex.breakOff(func() { <-ex.r.Context().Done() })
+}
+
+// breakOff ends an answer the step cuts short, reporting whether it did:
+// cut= aborts the connection (everything so far is flushed, so the client
+// sees an unexpected EOF mid-body), end= returns, stall= sits in silence
+// until the client leaves.
+func (ex *exchange) breakOff(silence func()) bool {
 	switch {
 	case ex.step.cut >= 0:
 		ex.note = " cut"
 		panic(http.ErrAbortHandler)
 	case ex.step.end >= 0:
 		ex.note = " end"
-	default:
+	case ex.step.stall >= 0:
 		ex.note = " stall"
-		<-ex.r.Context().Done()
+		silence()
+	default:
+		return false
 	}
+	return true
 }
 
 // writeHeader sets the headers every response carries, records the status

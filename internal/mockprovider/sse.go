@@ -58,19 +58,10 @@ func (ex *exchange) stream(st streamer) {
 			return
 		}
 	}
+	if ex.breakOff(s.silence) {
+		return
+	}
 	switch {
-	case ex.step.cut >= 0:
-		ex.note = " cut"
-		// Everything so far is flushed; aborting now breaks the connection
-		// mid-body, which clients see as an unexpected EOF.
-		panic(http.ErrAbortHandler)
-	case ex.step.end >= 0:
-		ex.note = " end"
-		return
-	case ex.step.stall >= 0:
-		ex.note = " stall"
-		s.silence()
-		return
 	case ex.step.inband != "":
 		ex.note = " inband"
 		_ = st.inband(s, ex.step.inband)
