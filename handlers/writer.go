@@ -101,6 +101,12 @@ func (aw *attemptWriter) WriteHeader(status int) {
 			aw.verdict = v
 			aw.buf = getBuffer()
 		}
+	} else if status == http.StatusSwitchingProtocols {
+		// An upgrade has no body to wait for: the proxy hijacks the
+		// connection next.
+		if aw.state.CompareAndSwap(statePending, stateCommitted) {
+			aw.rw.WriteHeader(status)
+		}
 	} else if aw.state.CompareAndSwap(statePending, stateHeaded) {
 		aw.tap.start(status, aw.rw.Header())
 		if aw.tap.sse {

@@ -102,14 +102,17 @@ var streams = []string{
 	"data: {\"type\":\"ok\"}\n\ndata: {\"type\":\"unfinished\"}\n",
 }
 
-// TestParserMatchesReference splits every seed stream at every pair of
-// points.
+// TestParserMatchesReference splits every seed stream at every point, at
+// pairs of points on a grid, and into single bytes.
 func TestParserMatchesReference(t *testing.T) {
 	for _, s := range streams {
 		stream := []byte(s)
-		step := max(1, len(stream)/40)
+		for i := 0; i <= len(stream); i++ {
+			checkAgainstReference(t, stream, i)
+		}
+		step := max(1, len(stream)/12)
 		for i := 0; i <= len(stream); i += step {
-			for j := i; j <= len(stream); j += step {
+			for j := i + 1; j <= len(stream); j += step {
 				checkAgainstReference(t, stream, i, j)
 			}
 		}
