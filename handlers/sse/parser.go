@@ -75,6 +75,8 @@ type Parser struct {
 	nameLong bool
 	head     [headLen]byte
 	headN    int
+	read     bool // the reader has data of the current event
+	set      bool // fields holds values of an earlier event
 }
 
 // Reset prepares p to follow a new stream, reading fields from each
@@ -85,7 +87,8 @@ func (p *Parser) Reset(f *Fields) {
 		p.fields = make([]policy.JSONValue, len(f.paths))
 	}
 	p.json.reset()
-	p.line, p.nameLen, p.lastCR, p.bomSeen, p.bomDone = lineStart, 0, false, 0, false
+	clear(p.fields)
+	p.line, p.nameLen, p.lastCR, p.bomSeen, p.bomDone, p.read, p.set = lineStart, 0, false, 0, false, false, false
 	p.endEvent()
 }
 
@@ -271,6 +274,7 @@ func (p *Parser) eventName() []byte {
 func (p *Parser) data(b []byte) {
 	p.headN += copy(p.head[p.headN:], b)
 	if !p.skip {
+		p.read = true
 		p.json.feed(b)
 	}
 }
@@ -287,9 +291,13 @@ func (p *Parser) dispatch(h Handler, end int) {
 	if p.named && !p.nameLong {
 		ev.Name = p.evName
 	}
-	ev.JSON = !p.skip && p.json.end()
-	clear(p.fields)
+	ev.JSON = p.read && p.json.end()
+	if p.set {
+		clear(p.fields)
+		p.set = false
+	}
 	if ev.JSON {
+		p.set = true
 		for i, s := range p.json.f.paths {
 			if p.json.slots[s].kind != policy.JSONAbsent {
 				p.fields[i] = p.json.result(s)
@@ -306,7 +314,10 @@ func (p *Parser) dispatch(h Handler, end int) {
 func (p *Parser) endEvent() {
 	p.lines, p.named, p.nameLong, p.headN, p.skip, p.unread = 0, false, false, 0, false, false
 	p.evName = p.evName[:0]
-	p.json.reset()
+	if p.read {
+		p.json.reset()
+		p.read = false
+	}
 }
 
 // Pending describes where the stream stopped: midLine when it stopped
