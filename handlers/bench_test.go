@@ -394,6 +394,17 @@ var responsesEvents = func() [][]byte {
 	return append(out, ev("response.completed", `{"type":"response.completed","sequence_number":202,"response":{`+resp+`,"status":"completed","output":[{"type":"message","id":"msg_67ccd2bf17f0819081ff3bb2cf6508e6","status":"completed","role":"assistant","content":[{"type":"output_text","text":"`+text.String()+`","annotations":[]}]}],"usage":{"input_tokens":1117,"input_tokens_details":{"cached_tokens":0},"output_tokens":200,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":1317}}}`))
 }()
 
+// dataOnly drops the event: lines, as OpenAI-compatible upstreams send
+// Responses events; the type is then read from each event's JSON.
+func dataOnly(events [][]byte) [][]byte {
+	out := make([][]byte, len(events))
+	for i, e := range events {
+		_, data, _ := bytes.Cut(e, []byte("\n"))
+		out[i] = data
+	}
+	return out
+}
+
 // BenchmarkStream is the gateway's cost on the event streams of each API:
 // a 200-delta stream relayed one event per write and flush, as
 // reverse_proxy relays it, with its usage read and its end judged.
@@ -405,6 +416,7 @@ func BenchmarkStream(b *testing.B) {
 		{"anthropic", "/v1/messages", anthropicEvents},
 		{"openai_chat", "/v1/chat/completions", openAIChatEvents},
 		{"openai_responses", "/v1/responses", responsesEvents},
+		{"openai_responses_data_only", "/v1/responses", dataOnly(responsesEvents)},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			runPair(b, c.path, requestBody(1<<10, true), sseHandler(c.events), streamBytes(c.events))
