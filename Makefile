@@ -5,7 +5,7 @@ GO ?= go
 # crasher (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 200000x
 
-.PHONY: run test build bench fuzz vet
+.PHONY: run test build bench bench-storm fuzz vet
 
 ## run: build Caddy with the module and demo it in front of the mock provider
 run:
@@ -27,6 +27,12 @@ build:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./handlers/ ./policy/
 	$(GO) run ./cmd/loadbench
+
+## bench-storm: the storm guards under a production fault mix and a sustained
+## outage (STORM_OUTAGE long), through a real Caddy, with the numbers printed
+STORM_OUTAGE ?= 30s
+bench-storm:
+	$(GO) test -count=1 -v -run '^TestStorm(FaultMix|Outage)$$' ./integration/ -args -storm.report -storm.seeds=5 -storm.outage=$(STORM_OUTAGE)
 
 ## fuzz: each fuzz target for FUZZTIME executions (seed corpora run in `make test`)
 fuzz:

@@ -56,6 +56,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			max_keys <n>
 //		}
 //		circuit_breaker <failures> <cooldown> | off
+//		circuit_breaker <failures> <cooldown> {
+//			failure_rate <percent>
+//			window       <duration>
+//			min_calls    <n>
+//			probes       <n>
+//		}
 //		retry_budget    <percent> [<min_per_second>] | off
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -352,8 +358,53 @@ func (h *Handler) parseCircuitBreaker(d *caddyfile.Dispenser) error {
 	if err != nil || cooldown <= 0 {
 		return d.Errf("bad circuit_breaker cooldown %q: use a duration such as 30s", args[1])
 	}
-	h.CircuitBreaker = &CircuitBreaker{Failures: n, Cooldown: caddy.Duration(cooldown)}
+	cb := &CircuitBreaker{Failures: n, Cooldown: caddy.Duration(cooldown)}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "failure_rate":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			rate, ok := parsePercent(v)
+			if !ok || rate > 100 {
+				return d.Errf("bad circuit_breaker failure_rate %q: use a percentage from 0%% to 100%%, such as 50%%", v)
+			}
+			cb.FailureRate = &rate
+		case "window":
+			if err := parseDuration(d, &cb.Window); err != nil {
+				return err
+			}
+			if cb.Window <= 0 {
+				return d.Errf("circuit_breaker window must be longer than 0, such as 10s")
+			}
+		case "min_calls", "probes":
+			name := d.Val()
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1_000_000 {
+				return d.Errf("bad circuit_breaker %s %q: use a whole number from 1 to 1000000", name, v)
+			}
+			if name == "probes" {
+				cb.Probes = n
+			} else {
+				cb.MinCalls = n
+			}
+		default:
+			return d.Errf("unrecognized circuit_breaker setting %q: use failure_rate, window, min_calls or probes", d.Val())
+		}
+	}
+	h.CircuitBreaker = cb
 	return nil
+}
+
+// parsePercent reads a number from 0 to 1000 with an optional % sign.
+func parsePercent(v string) (float64, bool) {
+	pct, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
+	return pct, err == nil && pct >= 0 && pct <= 1000
 }
 
 func (h *Handler) parseRetryBudget(d *caddyfile.Dispenser) error {
@@ -365,8 +416,8 @@ func (h *Handler) parseRetryBudget(d *caddyfile.Dispenser) error {
 	if len(args) < 1 || len(args) > 2 {
 		return d.Errf("retry_budget takes a percentage and an optional floor per second, e.g. `retry_budget 20%% 10`, or `off`")
 	}
-	pct, err := strconv.ParseFloat(strings.TrimSuffix(args[0], "%"), 64)
-	if err != nil || pct < 0 || pct > 1000 {
+	pct, ok := parsePercent(args[0])
+	if !ok {
 		return d.Errf("bad retry_budget percentage %q: use a number such as 20%%", args[0])
 	}
 	b := &RetryBudget{Percent: pct}

@@ -58,6 +58,9 @@ var caddyfileCases = []struct {
 	{"pace_upstream off", "ai_resilience {\n\tpace_upstream off\n}", `{"pace_upstream":false}`},
 	{"circuit_breaker", "ai_resilience {\n\tcircuit_breaker 3 10s\n}", `{"circuit_breaker":{"failures":3,"cooldown":10000000000}}`},
 	{"circuit_breaker off", "ai_resilience {\n\tcircuit_breaker off\n}", `{"circuit_breaker":{"off":true}}`},
+	{"circuit_breaker block", "ai_resilience {\n\tcircuit_breaker 5 30s {\n\t\tfailure_rate 60%\n\t\twindow 20s\n\t\tmin_calls 50\n\t\tprobes 2\n\t}\n}",
+		`{"circuit_breaker":{"failures":5,"cooldown":30000000000,"failure_rate":60,"window":20000000000,"min_calls":50,"probes":2}}`},
+	{"circuit_breaker rate zero", "ai_resilience {\n\tcircuit_breaker 5 30s {\n\t\tfailure_rate 0\n\t}\n}", `{"circuit_breaker":{"failures":5,"cooldown":30000000000,"failure_rate":0}}`},
 	{"retry_budget", "ai_resilience {\n\tretry_budget 20% 10\n}", `{"retry_budget":{"percent":20,"min_per_second":10}}`},
 	{"retry_budget off", "ai_resilience {\n\tretry_budget off\n}", `{"retry_budget":{"off":true}}`},
 	{"everything", `ai_resilience {
@@ -172,6 +175,11 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"circuit_breaker count", "\tcircuit_breaker 0 10s", 2, []string{"circuit_breaker", `"0"`}},
 		{"circuit_breaker cooldown", "\tcircuit_breaker 5 soon", 2, []string{"circuit_breaker", `"soon"`}},
 		{"circuit_breaker one value", "\tcircuit_breaker 5", 2, []string{"circuit_breaker", "30s"}},
+		{"circuit_breaker rate", "\tcircuit_breaker 5 30s {\n\t\tfailure_rate 150%\n\t}", 3, []string{"failure_rate", `"150%"`, "0% to 100%"}},
+		{"circuit_breaker window", "\tcircuit_breaker 5 30s {\n\t\twindow 0s\n\t}", 3, []string{"window", "longer than 0"}},
+		{"circuit_breaker probes", "\tcircuit_breaker 5 30s {\n\t\tprobes none\n\t}", 3, []string{"probes", `"none"`}},
+		{"circuit_breaker min_calls", "\tcircuit_breaker 5 30s {\n\t\tmin_calls 0\n\t}", 3, []string{"min_calls", `"0"`}},
+		{"circuit_breaker setting unknown", "\tcircuit_breaker 5 30s {\n\t\tprobe 2\n\t}", 3, []string{`"probe"`, "failure_rate, window, min_calls or probes"}},
 		{"retry_budget percent", "\tretry_budget lots", 2, []string{"retry_budget", `"lots"`}},
 		{"retry_budget floor", "\tretry_budget 20% -1", 2, []string{"retry_budget", `"-1"`}},
 	} {

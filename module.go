@@ -36,6 +36,10 @@ const (
 
 	defaultCircuitFailures = 5
 	defaultCircuitCooldown = 30 * time.Second
+	defaultCircuitRate     = 50
+	defaultCircuitWindow   = 10 * time.Second
+	defaultCircuitMinCalls = 20
+	defaultCircuitProbes   = 3
 	defaultBudgetPercent   = 20
 	defaultBudgetFloor     = 10
 )
@@ -167,13 +171,17 @@ type Handler struct {
 	// nothing remains, instead of collecting 429s. Default: true.
 	PaceUpstream *bool `json:"pace_upstream,omitempty"`
 
-	// Skips a model after consecutive retryable failures, for a cooldown,
-	// then lets one request probe it. Default: 5 failures, 30s.
+	// Skips a model that is failing (overloads, server errors, connection
+	// failures, timeouts; not rate limits) for a cooldown, then lets a few
+	// probes decide. Default: 5 consecutive failures (and 50% of the last
+	// 10s once 20 calls are in it), 30s, 3 probes.
 	CircuitBreaker *CircuitBreaker `json:"circuit_breaker,omitempty"`
 
-	// Bounds retries (not first attempts) to a share of recent request
-	// volume plus a floor per second, so an outage cannot turn into a retry
-	// storm. Default: 20% plus 10 per second.
+	// Bounds the retries the gateway schedules on its own (not first
+	// attempts, and not retries that wait for the upstream's explicit
+	// hint) to a share of each model's recent volume plus a floor per
+	// second, so an outage cannot turn into a retry storm. Default: 20%
+	// plus 10 per second.
 	RetryBudget *RetryBudget `json:"retry_budget,omitempty"`
 
 	gateway  *handlers.Gateway
@@ -222,12 +230,28 @@ type ModelFacts struct {
 	MaxOutput int64 `json:"max_output,omitempty"`
 }
 
-// CircuitBreaker configures the per-model circuit breaker.
+// CircuitBreaker configures the per-model circuit breaker. A closed circuit
+// opens when the model's last `failures` outcomes were all failures and,
+// once its last `window` holds at least `min_calls` outcomes, at least
+// `failure_rate` of those were failures.
 type CircuitBreaker struct {
-	// Consecutive retryable failures of a model that open its circuit.
+	// Consecutive failures of a model that open its circuit. Default: 5.
 	Failures int `json:"failures,omitempty"`
-	// How long an open circuit skips the model before one probe.
+	// How long an open circuit skips the model. Default: 30s.
 	Cooldown caddy.Duration `json:"cooldown,omitempty"`
+	// The share of failures among the window's outcomes, in percent, that
+	// must also be reached once the window holds min_calls outcomes; 0
+	// leaves consecutive failures alone to decide. Default: 50.
+	FailureRate *float64 `json:"failure_rate,omitempty"`
+	// How far back the failure rate looks. Default: 10s.
+	Window caddy.Duration `json:"window,omitempty"`
+	// Outcomes the window must hold before the failure rate is judged.
+	// Default: 20.
+	MinCalls int `json:"min_calls,omitempty"`
+	// Attempts a half-open circuit lets through after the cooldown; the
+	// first failure opens it again, this many successes close it.
+	// Default: 3.
+	Probes int `json:"probes,omitempty"`
 	// Turns the circuit breaker off.
 	Off bool `json:"off,omitempty"`
 }
@@ -328,6 +352,19 @@ func (h *Handler) setDefaults() {
 		if h.CircuitBreaker.Cooldown == 0 {
 			h.CircuitBreaker.Cooldown = caddy.Duration(defaultCircuitCooldown)
 		}
+		if h.CircuitBreaker.FailureRate == nil {
+			rate := float64(defaultCircuitRate)
+			h.CircuitBreaker.FailureRate = &rate
+		}
+		if h.CircuitBreaker.Window == 0 {
+			h.CircuitBreaker.Window = caddy.Duration(defaultCircuitWindow)
+		}
+		if h.CircuitBreaker.MinCalls == 0 {
+			h.CircuitBreaker.MinCalls = defaultCircuitMinCalls
+		}
+		if h.CircuitBreaker.Probes == 0 {
+			h.CircuitBreaker.Probes = defaultCircuitProbes
+		}
 	}
 	if h.RetryBudget == nil {
 		h.RetryBudget = &RetryBudget{Percent: defaultBudgetPercent}
@@ -397,11 +434,19 @@ func (h *Handler) gatewayConfig() (handlers.Config, error) {
 }
 
 // circuitBreaker returns the configured breaker, or nil when it is off.
-func (h *Handler) circuitBreaker() *policy.CircuitBreaker {
-	if h.CircuitBreaker.Off {
+func (h *Handler) circuitBreaker() policy.Circuits {
+	cb := h.CircuitBreaker
+	if cb.Off {
 		return nil
 	}
-	return policy.NewCircuitBreaker(h.CircuitBreaker.Failures, time.Duration(h.CircuitBreaker.Cooldown), time.Now)
+	return policy.NewCircuitBreaker(policy.CircuitSettings{
+		Failures:    cb.Failures,
+		Cooldown:    time.Duration(cb.Cooldown),
+		FailureRate: *cb.FailureRate,
+		Window:      time.Duration(cb.Window),
+		MinCalls:    cb.MinCalls,
+		Probes:      cb.Probes,
+	}, time.Now)
 }
 
 // retryBudget returns the configured budget, or nil when it is off.
@@ -461,6 +506,10 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("default_max_tokens %d is above the max_tokens ceiling %d", h.DefaultMaxTokens, h.MaxTokens.Limit)
 	case !h.CircuitBreaker.Off && (h.CircuitBreaker.Failures < 1 || h.CircuitBreaker.Cooldown <= 0):
 		return fmt.Errorf("circuit_breaker needs at least 1 failure and a positive cooldown")
+	case !h.CircuitBreaker.Off && (*h.CircuitBreaker.FailureRate < 0 || *h.CircuitBreaker.FailureRate > 100):
+		return fmt.Errorf("circuit_breaker failure_rate must be from 0 to 100 (percent), got %v", *h.CircuitBreaker.FailureRate)
+	case !h.CircuitBreaker.Off && (h.CircuitBreaker.Window < 0 || h.CircuitBreaker.MinCalls < 0 || h.CircuitBreaker.Probes < 0):
+		return fmt.Errorf("circuit_breaker window, min_calls and probes must be positive")
 	case !h.RetryBudget.Off && (h.RetryBudget.Percent < 0 || *h.RetryBudget.MinPerSecond < 0):
 		return fmt.Errorf("retry_budget percent and floor must not be negative")
 	}

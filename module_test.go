@@ -49,6 +49,10 @@ func TestProvisionDefaultsAreTheSpec(t *testing.T) {
 		{"pace_upstream", *h.PaceUpstream, true},
 		{"circuit_breaker failures", h.CircuitBreaker.Failures, 5},
 		{"circuit_breaker cooldown", time.Duration(h.CircuitBreaker.Cooldown), 30 * time.Second},
+		{"circuit_breaker failure_rate", *h.CircuitBreaker.FailureRate, 50.0},
+		{"circuit_breaker window", time.Duration(h.CircuitBreaker.Window), 10 * time.Second},
+		{"circuit_breaker min_calls", h.CircuitBreaker.MinCalls, 20},
+		{"circuit_breaker probes", h.CircuitBreaker.Probes, 3},
 		{"retry_budget percent", h.RetryBudget.Percent, 20.0},
 		{"retry_budget floor", *h.RetryBudget.MinPerSecond, 10.0},
 	} {
@@ -122,6 +126,7 @@ func TestProvisionRejectsBadJSON(t *testing.T) {
 
 func TestValidateRejectsBadCombinations(t *testing.T) {
 	negative := -1
+	overHundred := 150.0
 	for _, c := range []struct {
 		name string
 		h    Handler
@@ -136,6 +141,8 @@ func TestValidateRejectsBadCombinations(t *testing.T) {
 		{"negative max_wait", Handler{MaxWait: caddy.Duration(-time.Second)}, "max_wait"},
 		{"negative attempt_timeout", Handler{AttemptTimeout: caddy.Duration(-time.Second)}, "attempt_timeout"},
 		{"negative idle_timeout", Handler{IdleTimeout: caddy.Duration(-time.Second)}, "idle_timeout"},
+		{"circuit_breaker failure_rate", Handler{CircuitBreaker: &CircuitBreaker{FailureRate: &overHundred}}, "failure_rate"},
+		{"circuit_breaker probes", Handler{CircuitBreaker: &CircuitBreaker{Probes: -1}}, "probes"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if _, err := provision(t, &c.h); err != nil {

@@ -50,7 +50,7 @@ func benchConfig(b *testing.B) handlers.Config {
 		ContextGuard: policy.ContextReject,
 		Validate:     true,
 		PaceUpstream: true,
-		Circuit:      policy.NewCircuitBreaker(5, 30*time.Second, time.Now),
+		Circuit:      policy.NewCircuitBreaker(policy.CircuitSettings{Failures: 5, Cooldown: 30 * time.Second, FailureRate: 50, Window: 10 * time.Second, MinCalls: 20, Probes: 3}, time.Now),
 		Budget:       policy.NewRetryBudget(20, 10, time.Now),
 	}
 }

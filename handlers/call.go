@@ -54,6 +54,9 @@ type call struct {
 	last         failure       // the latest retryable failure
 	skipped      time.Duration // until a skipped model's circuit lets a probe through
 
+	permit policy.Permit  // the circuit's permit for the attempt in progress
+	health policy.Outcome // what that attempt says about its model's health
+
 	outputCap int64            // the output cap the request names, after the guards
 	estimate  int64            // estimated input tokens, when a zone counts tokens
 	reserved  int64            // tokens reserved in the zones
@@ -133,7 +136,6 @@ func (c *call) run(next caddyhttp.Handler) error {
 		return nil
 	}
 	prepareUpstreamHeader(c.r.Header)
-	c.g.cfg.Budget.Request()
 	for {
 		outcome, err := c.tryModel(next)
 		switch outcome {
@@ -147,7 +149,7 @@ func (c *call) run(next caddyhttp.Handler) error {
 		if !ok || !time.Now().Before(c.deadline) {
 			return c.giveUp()
 		}
-		if c.attempts > 0 && !c.takeRetry() {
+		if c.attempts > 0 && !c.takeRetry(false) {
 			return c.giveUp()
 		}
 		from := c.model
@@ -262,15 +264,15 @@ const (
 )
 
 // tryModel runs the attempts of one model: the first and up to `retries`
-// more, unless its circuit is open.
+// more, each while its circuit lets it through.
 func (c *call) tryModel(next caddyhttp.Handler) (modelOutcome, error) {
-	if ok, retryIn := c.g.cfg.Circuit.Allow(c.model); !ok {
-		guardActionsTotal.WithLabelValues(c.dialect.String(), "circuit_open").Inc()
-		c.skipped = retryIn
-		c.last.reason = reasonCircuitOpen
-		return modelUnavailable, nil
-	}
 	for retry := 0; ; retry++ {
+		if !c.allowAttempt() {
+			return modelUnavailable, nil
+		}
+		if retry == 0 {
+			c.g.cfg.Budget.Request(c.model)
+		}
 		if done, err := c.attempt(next); done {
 			return callEnded, err
 		}
@@ -281,7 +283,7 @@ func (c *call) tryModel(next caddyhttp.Handler) (modelOutcome, error) {
 		if !ok {
 			return modelUnavailable, nil
 		}
-		if !c.takeRetry() {
+		if !c.takeRetry(c.last.paced()) {
 			return budgetSpent, nil
 		}
 		retriesTotal.WithLabelValues(c.dialect.String(), modelLabel(c.model), string(c.last.reason)).Inc()
@@ -294,9 +296,14 @@ func (c *call) tryModel(next caddyhttp.Handler) (modelOutcome, error) {
 }
 
 // takeRetry asks the retry budget for one more attempt (a retry or a
-// fallback) and counts a refusal.
-func (c *call) takeRetry() bool {
-	if c.g.cfg.Budget.TryRetry() {
+// fallback) and counts a refusal. A retry paced by the upstream's hint is
+// never refused.
+func (c *call) takeRetry(paced bool) bool {
+	if paced {
+		c.g.cfg.Budget.Paced(c.model)
+		return true
+	}
+	if c.g.cfg.Budget.TryRetry(c.model) {
 		return true
 	}
 	retryBudgetDeniedTotal.WithLabelValues(c.dialect.String()).Inc()
@@ -341,6 +348,7 @@ func (c *call) sleep(d time.Duration) bool {
 // attempt sends the request once through next. It reports done when the
 // call has ended; otherwise c.last holds the retryable failure.
 func (c *call) attempt(next caddyhttp.Handler) (done bool, err error) {
+	defer c.reportHealth()
 	c.restoreHeaders()
 	ctx, cancel := context.WithCancel(c.r.Context())
 	c.aw.reset(cancel)
@@ -439,7 +447,7 @@ func (c *call) serve(next caddyhttp.Handler, r *http.Request) (aborted bool, err
 func (c *call) judge(aborted bool, err error) (done bool, _ error) {
 	state := c.aw.state.Load()
 	if state == stateCommitted || state == stateHeaded || state == stateHeld {
-		c.g.notePace(c.dialect, c.w.Header())
+		c.notePace()
 	}
 	if state == stateCommitted {
 		c.completeResponse(aborted)
@@ -519,7 +527,11 @@ func (c *call) judgeHeld() (done bool, _ error) {
 // decision and the model's circuit. It reports that the call goes on.
 func (c *call) fail(f failure) (done bool, _ error) {
 	c.last = f
-	c.g.cfg.Circuit.Failure(c.model)
+	status := 0
+	if f.held {
+		status = c.aw.failedStatus()
+	}
+	c.recordHealth(status, f.reason)
 	return false, nil
 }
 
@@ -607,10 +619,11 @@ func (c *call) completeResponse(aborted bool) {
 	t := &c.tap
 	t.finish(c.w)
 	c.end = ending{status: c.aw.status, errorType: t.errorType}
-	cut, cutType := policy.CutIncomplete, "stream_incomplete"
+	cut, cutType, cutReason := policy.CutIncomplete, "stream_incomplete", policy.ReasonConnection
 	if c.aw.silent.Load() {
-		cut, cutType = policy.CutIdle, policy.UpstreamTimeout.String()
+		cut, cutType, cutReason = policy.CutIdle, policy.UpstreamTimeout.String(), policy.ReasonTimeout
 	}
+	c.recordHealth(c.aw.status, "")
 	switch {
 	case !successful(c.aw.status):
 	case c.r.Context().Err() != nil && !t.progress.Done:
@@ -620,27 +633,23 @@ func (c *call) completeResponse(aborted bool) {
 		// they read `data: [DONE]`, often before the upstream's body has
 		// ended.
 		c.end.errorType = "client_closed"
-		c.g.cfg.Circuit.Success(c.model)
 	case t.progress.Err.Status != 0:
+		// The model's health is judged by the status the event stands for.
 		c.end.errorType = t.progress.Err.Type
-		if c.g.cfg.RetryOn.Classify(t.progress.Err.Status, nil).Retry {
-			c.g.cfg.Circuit.Failure(c.model)
-		}
+		c.recordHealth(t.progress.Err.Status, "")
 	case t.incompleteStream():
 		sep, event := t.cutEvent(cut)
 		_, _ = c.w.Write(sep)
 		_, _ = c.w.Write(event)
 		_ = http.NewResponseController(c.w).Flush()
 		c.end.errorType = cutType
-		c.g.cfg.Circuit.Failure(c.model)
+		c.recordHealth(c.aw.status, cutReason)
 	case aborted && !t.sse:
 		c.end.errorType = "response_incomplete"
 		if cut == policy.CutIdle {
 			c.end.errorType = cutType
 		}
-		c.g.cfg.Circuit.Failure(c.model)
-	default:
-		c.g.cfg.Circuit.Success(c.model)
+		c.recordHealth(c.aw.status, cutReason)
 	}
 }
 

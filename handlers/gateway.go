@@ -7,7 +7,6 @@ package handlers
 import (
 	"errors"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -53,8 +52,8 @@ type Config struct {
 	// PaceUpstream holds new requests while the upstream reports its rate
 	// limit spent.
 	PaceUpstream bool
-	// Circuit skips models that keep failing; nil is off.
-	Circuit *policy.CircuitBreaker
+	// Circuit skips models that are failing; nil is off.
+	Circuit policy.Circuits
 	// Budget bounds retries to a share of recent traffic; nil is unlimited.
 	Budget *policy.RetryBudget
 	Logger *zap.Logger
@@ -63,9 +62,9 @@ type Config struct {
 // Gateway serves LLM API requests resiliently in front of the next handler.
 type Gateway struct {
 	cfg Config
-	// pausedUntil is when the upstream's spent rate-limit window resets,
-	// in Unix nanoseconds (pace_upstream).
-	pausedUntil atomic.Int64
+	// holds are the upstream's spent rate limits, by model and credential
+	// (pace_upstream).
+	holds paceHolds
 	// tokenZones is true when a zone limits tokens.
 	tokenZones bool
 }
@@ -75,22 +74,7 @@ func New(cfg Config) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	g := &Gateway{cfg: cfg, tokenZones: countsTokens(cfg.Limits)}
-	cfg.Circuit.OnTransition(g.circuitChanged)
-	return g
-}
-
-// circuitChanged logs and counts every circuit transition (SPEC: "log and
-// metric every transition").
-func (g *Gateway) circuitChanged(model string, from, to policy.CircuitState) {
-	circuitTransitionsTotal.WithLabelValues(modelLabel(model), to.String()).Inc()
-	lvl := zap.InfoLevel
-	if to == policy.CircuitOpen {
-		lvl = zap.WarnLevel
-	}
-	if ce := g.cfg.Logger.Check(lvl, "circuit "+to.String()); ce != nil {
-		ce.Write(zap.String("model", model), zap.String("from", from.String()))
-	}
+	return &Gateway{cfg: cfg, tokenZones: countsTokens(cfg.Limits)}
 }
 
 // ServeHTTP handles one request. Requests that are not LLM API calls (by

@@ -33,10 +33,10 @@ var (
 		"Circuit breaker transitions, by model and the state entered (open, half_open, closed).",
 		"model", "to")
 	retryBudgetDeniedTotal = counter("retry_budget_denied_total",
-		"Retries and fallbacks not made because the retry budget was spent, by dialect.",
+		"Retries and fallbacks the gateway scheduled on its own that the retry budget refused, by dialect.",
 		"dialect")
 	guardActionsTotal = counter("guard_actions_total",
-		"Requests changed or stopped before any upstream call, by dialect and action (invalid, output_cap, max_tokens_rejected, context_rejected, context_fallback, context_truncated, circuit_open).",
+		"Requests changed or stopped by a guard, by dialect and action (invalid, output_cap, max_tokens_rejected, context_rejected, context_fallback, context_truncated before any upstream call; circuit_open for each attempt an open circuit refused).",
 		"dialect", "action")
 	limitedTotal = counter("limited_requests_total",
 		"Requests meeting rate-limit zones, by zone and outcome (admitted at once, queued, rejected).",

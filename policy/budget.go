@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"strings"
 	"sync"
 	"time"
 )
@@ -10,92 +11,125 @@ import (
 // short enough that an outage's retries stop counting soon after it ends.
 const budgetWindow = 10
 
-// RetryBudget is the `retry_budget <percent> [<min_per_second>]` setting (SPEC
-// "Retries and fallback"): retries may add at most percent% of the recent
-// request volume, plus a small floor, so that when an upstream fails
-// everything the gateway sends it about (1 + percent%) times the client
+// maxBudgetModels bounds how many models a RetryBudget keeps apart. Model
+// names are client input; models beyond the bound share one more budget.
+const maxBudgetModels = 256
+
+// RetryBudget is the `retry_budget <percent> [<min_per_second>]` setting: it
+// bounds the retries the gateway schedules on its own, so that when a model
+// fails everything the gateway sends it about (1 + percent%) times the
 // traffic instead of (retries + 1) times, and an outage cannot turn into a
 // retry storm that keeps it down.
 //
-// This is the retry budget of Finagle (RetryBudget: ttl 10 s, minRetriesPerSec
-// 10, percentCanRetry 20 %, the defaults here too) and close in spirit to
-// Envoy's retry_budget (budget_percent with min_retry_concurrency), counted
-// over time rather than over requests in flight because a gateway in front of
-// LLM APIs holds long streams whose count says little about load. Requests
-// and retries are counted in a ring of one-second buckets covering the last
-// ten seconds; a retry is allowed while the retries in the window are fewer
-// than percent% of the requests in the window plus minPerSecond × 10.
+// The rule is Finagle's RetryBudget (https://twitter.github.io/finagle/guide/Clients.html#retries:
+// ttl 10 s, minRetriesPerSec 10, percentCanRetry 20 %, the defaults here
+// too), close in spirit to Envoy's retry budgets (budget_percent with a
+// min_retry_concurrency floor; https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/cluster/v3/circuit_breaker.proto),
+// counted over time rather than over requests in flight because a gateway
+// in front of LLM APIs holds long streams whose count says little about
+// load. For each model, over the last ten seconds:
 //
-// A nil *RetryBudget is unlimited. Methods are safe for concurrent use; each
-// takes one short mutex hold and allocates nothing.
+//   - the volume is the attempts that are not the gateway's own retries:
+//     first attempts (Request) and retries that waited for the upstream's
+//     explicit hint (Paced);
+//   - an own retry or fallback (TryRetry) is allowed while the own retries
+//     in the window are fewer than percent% of the volume plus
+//     minPerSecond × 10.
+//
+// A retry the upstream paced with retry-after, retry-after-ms or a
+// rate-limit reset is never refused: the upstream chose when it comes, and
+// it is what pacing, not a storm guard, is for. It counts in the volume
+// because it is traffic the upstream accepted.
+//
+// The budget is kept per model: a model's own failures can spend only what
+// its own traffic earned (and its floor), so an overloaded model does not
+// starve the retries of the healthy ones behind the same route. Tenants of
+// one model share its budget, as they share its health; what is specific to
+// a tenant, its rate limits, comes with hints and is not refused.
+//
+// A nil *RetryBudget is unlimited. Methods are safe for concurrent use and
+// allocate nothing once a model is known.
 type RetryBudget struct {
-	ratio float64 // share of requests that may be retried: percent / 100
-	floor float64 // retries the window always allows: minPerSecond × window
+	ratio float64 // share of the volume that may be retried: percent / 100
+	floor float64 // own retries the window always allows: minPerSecond × window
 	now   func() time.Time
 	start time.Time // buckets are whole seconds since start
 
+	mu       sync.RWMutex
+	models   map[string]*modelBudget // guarded by mu
+	overflow modelBudget             // the models beyond maxBudgetModels
+}
+
+// modelBudget is one model's window.
+type modelBudget struct {
 	mu   sync.Mutex
 	ring [budgetWindow]budgetBucket
 }
 
-// budgetBucket counts one second's first attempts and retries.
+// budgetBucket counts one second's volume and own retries.
 type budgetBucket struct {
-	sec               int64 // seconds since start that the counts belong to
-	requests, retries int64
+	sec             int64 // seconds since start that the counts belong to
+	volume, retries int64
 }
 
-// NewRetryBudget returns a budget letting retries reach percent% of recent
-// requests (20 means 20 %) plus minPerSecond retries per second on average,
-// which keeps retries possible when traffic is too thin for the percentage to
-// allow any. Negative values are taken as 0. now is the clock (time.Now when
-// nil); time.Now's monotonic reading keeps the window steady across wall
-// clock jumps.
+// NewRetryBudget returns a budget letting each model's own retries reach
+// percent% of its recent volume (20 means 20 %) plus minPerSecond retries
+// per second on average, which keeps retries possible when traffic is too
+// thin for the percentage to allow any. Negative values are taken as 0. now
+// is the clock (time.Now when nil); time.Now's monotonic reading keeps the
+// window steady across wall clock jumps.
 func NewRetryBudget(percent, minPerSecond float64, now func() time.Time) *RetryBudget {
 	if now == nil {
 		now = time.Now
 	}
 	return &RetryBudget{
-		ratio: max(percent, 0) / 100,
-		floor: max(minPerSecond, 0) * budgetWindow,
-		now:   now,
-		start: now(),
+		ratio:  max(percent, 0) / 100,
+		floor:  max(minPerSecond, 0) * budgetWindow,
+		now:    now,
+		start:  now(),
+		models: make(map[string]*modelBudget),
 	}
 }
 
-// Request records a request's first attempt, which earns the budget its
-// share of a retry. Call it once per client request that is sent upstream.
-func (b *RetryBudget) Request() {
+// Request records a first attempt on model: a client request's, or a
+// fallback's on the model it falls back to.
+func (b *RetryBudget) Request(model string) {
+	b.deposit(model)
+}
+
+// Paced records a retry on model that waited for the upstream's explicit
+// hint. It is never refused; it adds to the volume.
+func (b *RetryBudget) Paced(model string) {
+	b.deposit(model)
+}
+
+func (b *RetryBudget) deposit(model string) {
 	if b == nil {
 		return
 	}
 	sec := b.second()
-	b.mu.Lock()
-	b.bucket(sec).requests++
-	b.mu.Unlock()
+	mb := b.model(model)
+	mb.mu.Lock()
+	mb.bucket(sec).volume++
+	mb.mu.Unlock()
 }
 
-// TryRetry takes one retry from the budget and reports whether it could.
-// Call it before every attempt after a request's first; when it reports
-// false, the failure in hand is returned to the client at once (SPEC: "A
-// failure that finds the budget spent is returned at once").
-func (b *RetryBudget) TryRetry() bool {
+// TryRetry takes one own retry (or fallback) of a failure of model from the
+// budget and reports whether it could. When it reports false, the failure
+// in hand is returned to the client at once.
+func (b *RetryBudget) TryRetry(model string) bool {
 	if b == nil {
 		return true
 	}
 	sec := b.second()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var requests, retries int64
-	for i := range b.ring {
-		if bk := &b.ring[i]; bk.sec > sec-budgetWindow && bk.sec <= sec {
-			requests += bk.requests
-			retries += bk.retries
-		}
-	}
-	if float64(retries) >= b.ratio*float64(requests)+b.floor {
+	mb := b.model(model)
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	volume, retries := mb.sums(sec)
+	if float64(retries) >= b.ratio*float64(volume)+b.floor {
 		return false
 	}
-	b.bucket(sec).retries++
+	mb.bucket(sec).retries++
 	return true
 }
 
@@ -104,10 +138,62 @@ func (b *RetryBudget) second() int64 {
 	return int64(b.now().Sub(b.start) / time.Second)
 }
 
+// model returns model's window, making one when there is room, else the
+// shared overflow window.
+func (b *RetryBudget) model(model string) *modelBudget {
+	b.mu.RLock()
+	mb, found := b.models[model]
+	b.mu.RUnlock()
+	if found {
+		return mb
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if mb, found := b.models[model]; found {
+		return mb
+	}
+	if len(b.models) >= maxBudgetModels && !b.dropIdle() {
+		return &b.overflow
+	}
+	mb = new(modelBudget)
+	// The name may share memory with a pooled request body.
+	b.models[strings.Clone(model)] = mb
+	return mb
+}
+
+// dropIdle forgets one model whose window is empty (nothing for ten
+// seconds: it holds nothing worth keeping) and reports whether it found
+// one. b.mu is held for writing.
+func (b *RetryBudget) dropIdle() bool {
+	sec := b.second()
+	for name, mb := range b.models {
+		mb.mu.Lock()
+		volume, retries := mb.sums(sec)
+		mb.mu.Unlock()
+		if volume == 0 && retries == 0 {
+			delete(b.models, name)
+			return true
+		}
+	}
+	return false
+}
+
+// sums returns the volume and own retries of the window ending at second
+// sec. mb.mu is held.
+func (mb *modelBudget) sums(sec int64) (volume, retries int64) {
+	for i := range mb.ring {
+		if bk := &mb.ring[i]; bk.sec > sec-budgetWindow && bk.sec <= sec {
+			volume += bk.volume
+			retries += bk.retries
+		}
+	}
+	return volume, retries
+}
+
 // bucket returns the bucket for second sec, clearing it if it last counted
-// an older second. b.mu must be held.
-func (b *RetryBudget) bucket(sec int64) *budgetBucket {
-	bk := &b.ring[(sec%budgetWindow+budgetWindow)%budgetWindow]
+// an older second. mb.mu is held.
+func (mb *modelBudget) bucket(sec int64) *budgetBucket {
+	bk := &mb.ring[(sec%budgetWindow+budgetWindow)%budgetWindow]
 	if bk.sec != sec {
 		*bk = budgetBucket{sec: sec}
 	}

@@ -1,15 +1,19 @@
 package policy
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// TestRetryBudgetSteadyTraffic runs 100 requests a second against an
-// upstream that fails everything, each request wanting two retries: at 20 %
-// and a floor of 10/s, about 20 + 10 retries a second get through, not 200.
+const budgetModel = "claude-sonnet-4-5"
+
+// TestRetryBudgetSteadyTraffic runs 100 requests a second against a model
+// that fails everything, each request wanting two retries of its own: at
+// 20 % and a floor of 10/s, about 20 + 10 retries a second get through,
+// not 200.
 func TestRetryBudgetSteadyTraffic(t *testing.T) {
 	clock := newManualClock()
 	b := NewRetryBudget(20, 10, clock.now)
@@ -17,9 +21,9 @@ func TestRetryBudgetSteadyTraffic(t *testing.T) {
 	retries := 0
 	for s := range seconds {
 		for range 100 {
-			b.Request()
+			b.Request(budgetModel)
 			for range 2 {
-				if b.TryRetry() && s >= warmup {
+				if b.TryRetry(budgetModel) && s >= warmup {
 					retries++
 				}
 			}
@@ -32,6 +36,77 @@ func TestRetryBudgetSteadyTraffic(t *testing.T) {
 	}
 }
 
+// TestRetryBudgetPacedRetriesNeverRefused: retries that wait for the
+// upstream's hint pass however many there are, even with the budget spent,
+// and they add to the volume that earns own retries.
+func TestRetryBudgetPacedRetriesNeverRefused(t *testing.T) {
+	clock := newManualClock()
+	b := NewRetryBudget(20, 0, clock.now)
+	for range 10 {
+		b.Request(budgetModel)
+	}
+	for b.TryRetry(budgetModel) {
+	}
+	// Spent: 2 own retries for 10 requests. Paced retries are not asked
+	// for permission; 40 of them make the volume 50, worth 10 own retries.
+	for range 40 {
+		b.Paced(budgetModel)
+	}
+	n := 0
+	for b.TryRetry(budgetModel) {
+		n++
+	}
+	if n != 8 {
+		t.Errorf("after 40 paced retries, %d more own retries pass, want 8 (20%% of 50, less the 2 taken)", n)
+	}
+}
+
+// TestRetryBudgetPerModel: one model's failures spend its own budget, not
+// another's.
+func TestRetryBudgetPerModel(t *testing.T) {
+	clock := newManualClock()
+	b := NewRetryBudget(20, 1, clock.now)
+	for range 100 {
+		b.Request("failing")
+		b.Request("healthy")
+	}
+	for b.TryRetry("failing") {
+	}
+	n := 0
+	for b.TryRetry("healthy") {
+		n++
+	}
+	if n != 30 {
+		t.Errorf("after another model spent its budget, %d retries pass, want 30 (20%% of 100 plus floor 10)", n)
+	}
+}
+
+// TestRetryBudgetBoundedModels: model names are client input; beyond the
+// bound, models share one more window, and idle ones make room.
+func TestRetryBudgetBoundedModels(t *testing.T) {
+	clock := newManualClock()
+	b := NewRetryBudget(0, 1, clock.now)
+	for i := range maxBudgetModels {
+		b.Request(fmt.Sprint("m-", i))
+	}
+	for i := range 20 {
+		b.TryRetry(fmt.Sprint("extra-", i))
+	}
+	if len(b.models) != maxBudgetModels {
+		t.Fatalf("%d models kept, bound %d", len(b.models), maxBudgetModels)
+	}
+	// The extra models shared the overflow window: its floor of 10 is gone.
+	if b.TryRetry("extra-99") {
+		t.Error("the overflow window allowed more than its floor")
+	}
+	// Ten seconds later every window is empty and a new model gets its own.
+	clock.advance(budgetWindow * time.Second)
+	b.Request("late")
+	if _, found := b.models["late"]; !found || len(b.models) != maxBudgetModels {
+		t.Errorf("no room made from idle models (found %v, %d kept)", found, len(b.models))
+	}
+}
+
 // TestRetryBudgetFloor checks that with no traffic the floor alone allows
 // minPerSecond retries a second on average.
 func TestRetryBudgetFloor(t *testing.T) {
@@ -40,7 +115,7 @@ func TestRetryBudgetFloor(t *testing.T) {
 	const seconds = 60
 	retries := 0
 	for range seconds * 10 {
-		for b.TryRetry() {
+		for b.TryRetry(budgetModel) {
 			retries++
 		}
 		clock.advance(100 * time.Millisecond)
@@ -57,11 +132,11 @@ func TestRetryBudgetWindowSlides(t *testing.T) {
 	clock := newManualClock()
 	b := NewRetryBudget(20, 1, clock.now)
 	for range 100 {
-		b.Request()
+		b.Request(budgetModel)
 	}
 	take := func() int {
 		n := 0
-		for b.TryRetry() {
+		for b.TryRetry(budgetModel) {
 			n++
 		}
 		return n
@@ -80,25 +155,28 @@ func TestRetryBudgetWindowSlides(t *testing.T) {
 	}
 }
 
-// TestRetryBudgetZero checks that a zero budget allows no retries at all.
+// TestRetryBudgetZero checks that a zero budget allows no own retries at
+// all, and still lets paced ones through.
 func TestRetryBudgetZero(t *testing.T) {
 	b := NewRetryBudget(0, 0, newManualClock().now)
 	for range 100 {
-		b.Request()
+		b.Request(budgetModel)
+		b.Paced(budgetModel)
 	}
-	if b.TryRetry() {
+	if b.TryRetry(budgetModel) {
 		t.Error("zero budget allowed a retry")
 	}
-	if b := NewRetryBudget(-5, -1, nil); b.TryRetry() {
+	if b := NewRetryBudget(-5, -1, nil); b.TryRetry(budgetModel) {
 		t.Error("negative budget allowed a retry")
 	}
 }
 
 func TestRetryBudgetNil(t *testing.T) {
 	var b *RetryBudget
-	b.Request()
+	b.Request(budgetModel)
+	b.Paced(budgetModel)
 	for range 1000 {
-		if !b.TryRetry() {
+		if !b.TryRetry(budgetModel) {
 			t.Fatal("nil budget refused a retry")
 		}
 	}
@@ -115,8 +193,8 @@ func TestRetryBudgetConcurrent(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 1000 {
-				b.Request()
-				if b.TryRetry() {
+				b.Request(budgetModel)
+				if b.TryRetry(budgetModel) {
 					allowed.Add(1)
 				}
 			}
@@ -130,7 +208,9 @@ func TestRetryBudgetConcurrent(t *testing.T) {
 
 func TestRetryBudgetNoAllocs(t *testing.T) {
 	b := NewRetryBudget(20, 10, nil)
-	if n := testing.AllocsPerRun(100, func() { b.Request(); b.TryRetry() }); n != 0 {
+	model := string([]byte(budgetModel))
+	b.Request(model)
+	if n := testing.AllocsPerRun(100, func() { b.Request(model); b.Paced(model); b.TryRetry(model) }); n != 0 {
 		t.Errorf("%v allocations per request and retry", n)
 	}
 }
@@ -140,8 +220,8 @@ func BenchmarkRetryBudget(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			budget.Request()
-			budget.TryRetry()
+			budget.Request(budgetModel)
+			budget.TryRetry(budgetModel)
 		}
 	})
 }

@@ -11,13 +11,13 @@ import (
 type CircuitState uint8
 
 const (
-	// CircuitClosed lets every request through; failures are being counted.
+	// CircuitClosed lets every request through; outcomes are being counted.
 	CircuitClosed CircuitState = iota
 	// CircuitOpen refuses requests until the cooldown is over: the model has
-	// failed too often in a row to be worth a call.
+	// failed too often to be worth a call.
 	CircuitOpen
-	// CircuitHalfOpen has let one probe request through after the cooldown
-	// and refuses the rest until the probe reports.
+	// CircuitHalfOpen lets a bounded number of probe requests through after
+	// the cooldown and refuses the rest until the probes decide.
 	CircuitHalfOpen
 )
 
@@ -33,197 +33,434 @@ func (s CircuitState) String() string {
 	}
 }
 
+// Outcome is what one upstream attempt says about its model's health.
+// The values are ordered by weight: Worse keeps the heavier one.
+type Outcome uint8
+
+const (
+	// OutcomeNeutral says nothing about the model's health: a rate limit,
+	// an exhausted quota, a request the provider refused as malformed, a
+	// client that went away. It releases a probe's place but counts neither
+	// way.
+	OutcomeNeutral Outcome = iota
+	// OutcomeSuccess is an answer: the model is serving.
+	OutcomeSuccess
+	// OutcomeFailure says the model is unhealthy: an overload, a server
+	// error, a connection failure, a timeout, a stream the upstream cut.
+	OutcomeFailure
+)
+
+// Worse returns the heavier of two outcomes, failure over success over
+// neutral, so that an attempt judged twice (a 200 whose stream then fails)
+// reports what went wrong.
+func (o Outcome) Worse(other Outcome) Outcome {
+	return max(o, other)
+}
+
+// HealthOutcome judges an attempt by the status the upstream answered with
+// (or that an in-band error event stands for; 0 when there was no answer)
+// and the reason it failed, if it did. It is the circuit breaker's view of
+// an attempt, independent of retry_on: an operator who stops retrying 500s
+// has not made them healthy.
+//
+//   - A connection failure or timeout (ReasonConnection, ReasonTimeout) is a
+//     failure whatever the status: the model did not answer, or stopped.
+//   - Below 400: success.
+//   - 429 is neutral: a rate limit or an exhausted quota belongs to one API
+//     key's organisation, not to the model, and pacing and zones handle it;
+//     counting it would let one tenant's limits open the circuit for all.
+//   - 501 Not Implemented and 505 HTTP Version Not Supported are neutral:
+//     they say the request can never succeed there (RFC 9110, 15.6.2 and
+//     15.6.6), not that the model is unwell.
+//   - Every other 5xx is a failure: 500 api_error, 502 and 504 from a
+//     gateway in front of the model, 503 and 529 overloads (Anthropic's
+//     overloaded_error, OpenAI's overloaded server_error), and the 52x
+//     statuses CDNs use for an unreachable origin.
+//   - Every other 4xx is neutral: 408 Request Timeout is about delivering
+//     the request (RFC 9110, 15.5.9), 409 Conflict about the request's
+//     own state, the rest are the client's mistakes.
+func HealthOutcome(status int, reason Reason) Outcome {
+	switch {
+	case reason == ReasonConnection || reason == ReasonTimeout:
+		return OutcomeFailure
+	case status <= 0:
+		return OutcomeNeutral
+	case status < 400:
+		return OutcomeSuccess
+	case status == 501 || status == 505:
+		return OutcomeNeutral
+	case status >= 500:
+		return OutcomeFailure
+	}
+	return OutcomeNeutral
+}
+
+// Permit is the answer to Allow. An allowed attempt must report its outcome
+// with Record exactly once, passing the permit back: the permit names the
+// circuit state the attempt started in, and an outcome counts only for that
+// state.
+type Permit struct {
+	// Model is the model the permit is for.
+	Model string
+	// Generation identifies the circuit state the attempt started in. It
+	// changes with every transition, so an outcome reported after one is
+	// stale and ignored.
+	Generation uint64
+	// Allowed reports whether the attempt may go upstream.
+	Allowed bool
+	// RetryIn, when not allowed, is the longest the model will be refused:
+	// the rest of the cooldown or of the probes' allowance.
+	RetryIn time.Duration
+}
+
+// Transition is a change of one model's circuit state, returned by the
+// call that caused it so that the caller can log and count it. Callers
+// report transitions after the circuit's lock is released, so two of them
+// may be seen out of order; Generation puts them back in order.
+type Transition struct {
+	Model    string
+	From, To CircuitState
+	// Generation is that of the state entered.
+	Generation uint64
+}
+
+// Changed reports whether there was a transition.
+func (t Transition) Changed() bool { return t.From != t.To }
+
+// CircuitStatus is one model's circuit as Snapshot reports it.
+type CircuitStatus struct {
+	Model string
+	State CircuitState
+	// Until is, when open, the end of the cooldown; when half-open, the
+	// time after which probes that have not reported are presumed lost.
+	Until time.Time
+}
+
+// Circuits is where per-model circuit state lives: in memory for one
+// handler (CircuitBreaker), and the same three calls serve a store shared
+// across config reloads or across instances. Every method is safe for
+// concurrent use.
+type Circuits interface {
+	// Allow asks whether an attempt for model may go upstream now.
+	Allow(model string) (Permit, Transition)
+	// Record reports the outcome of an attempt Allow permitted.
+	Record(p Permit, o Outcome) Transition
+	// Snapshot returns the state of every tracked model.
+	Snapshot() []CircuitStatus
+}
+
+// CircuitSettings are the rule a CircuitBreaker applies.
+type CircuitSettings struct {
+	// Failures is how many consecutive failures open a closed circuit
+	// (while the failure-rate condition holds).
+	Failures int
+	// Cooldown is how long an open circuit refuses every request.
+	Cooldown time.Duration
+	// FailureRate is the share of failures, in percent, among the outcomes
+	// in Window that must also be reached before the circuit opens, once
+	// there are MinCalls of them.
+	FailureRate float64
+	// Window is how far back the failure rate looks.
+	Window time.Duration
+	// MinCalls is how many outcomes the window must hold before the failure
+	// rate is judged; below it, consecutive failures alone decide.
+	MinCalls int
+	// Probes is how many attempts a half-open circuit lets through, and how
+	// many of them must succeed to close it.
+	Probes int
+}
+
 // maxTrackedModels bounds how many models a breaker keeps state for. Model
 // names are client input, so without a bound a client could grow the table
 // without end. Models beyond it are not tracked and simply allowed: the
 // breaker is a cost saving, and failing open keeps traffic flowing.
 const maxTrackedModels = 1024
 
-// CircuitBreaker is the `circuit_breaker <failures> <cooldown>` setting (SPEC
-// "Retries and fallback"): after that many consecutive retryable failures of
-// one model, requests for it are refused for the cooldown (they go straight
-// to the fallback, with no upstream call), then a single probe request decides
-// whether it closes again. It is the classic three-state breaker of Nygard's
-// "Release It!", kept per model because one model being overloaded says
-// nothing about its siblings behind the same upstream.
+// circuitBuckets is how many slices the failure-rate window is counted in:
+// the window slides by a tenth of itself.
+const circuitBuckets = 10
+
+// CircuitBreaker keeps one circuit per model in memory (a model overloaded
+// says nothing about its siblings behind the same upstream). It is the
+// three-state breaker of Nygard's "Release It!", with the opening rule made
+// to hold under concurrency and at volume:
 //
-// A nil *CircuitBreaker is the "off" setting: it allows everything and
-// records nothing. All methods are safe for concurrent use. Allow on a closed
-// circuit and Success on a healthy one take no lock and allocate nothing.
+//   - Closed: the circuit opens when the last Failures outcomes of the model
+//     were all failures, and, when the last Window holds at least MinCalls
+//     outcomes, at least FailureRate percent of them were failures. The
+//     second condition is the failure-rate rule of resilience4j
+//     (failureRateThreshold, minimumNumberOfCalls, a time-based sliding
+//     window; https://resilience4j.readme.io/docs/circuitbreaker) and of
+//     Envoy's outlier detection (failure_percentage_threshold with a
+//     request volume; https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/outlier):
+//     at volume, a run of a few failures happens by chance to a model that
+//     fails one call in seven, and only the rate tells that from an outage.
+//     With little traffic, the run alone decides.
+//   - Open: every request is refused for the whole Cooldown.
+//   - Half-open: up to Probes attempts go through; the first failure opens
+//     the circuit again, Probes successes close it. Probes that do not
+//     report within a cooldown are presumed lost and others may go.
+//
+// Only outcomes of attempts that started in the current state count
+// (Permit.Generation): when many requests are in flight as a circuit opens,
+// their late answers neither close it nor shorten the cooldown, and late
+// failures of a closed generation do not reopen it.
+//
+// Allow on a closed circuit takes no lock and allocates nothing; Record
+// takes the model's lock.
 type CircuitBreaker struct {
-	threshold    int32
-	cooldown     time.Duration
-	now          func() time.Time
-	onTransition func(model string, from, to CircuitState)
+	s      CircuitSettings
+	bucket time.Duration // width of one window slice
+	now    func() time.Time
+	start  time.Time // window slices are counted from here
 
 	models sync.Map // model name → *circuit; read without locking
 	mu     sync.Mutex
 	n      int // entries in models; guarded by mu, as are inserts and deletes
 }
 
-// circuit is one model's state. Its fields change only under mu; state and
-// failures are also atomics so the hot path can see a healthy circuit without
-// taking the lock.
+// circuit is one model's state. Its fields change only under mu; word is
+// also an atomic so the hot path can see a closed circuit without the lock.
 type circuit struct {
-	mu       sync.Mutex
-	state    atomic.Uint32 // a CircuitState
-	failures atomic.Int32  // consecutive failures while closed
-	// until is, when open, the end of the cooldown; when half-open, the time
-	// after which the probe is presumed lost and another may go.
-	until   time.Time
-	dropped bool // removed from the table to make room; no longer consulted
+	mu sync.Mutex
+	// word is generation<<2 | state, read in one load so that a permit's
+	// generation always belongs to the state it was given in.
+	word atomic.Uint64
+
+	consecutive int // consecutive failures while closed
+	window      [circuitBuckets]outcomeBucket
+	// until is, when open, the end of the cooldown; when half-open, when
+	// unreported probes are presumed lost.
+	until    time.Time
+	inFlight int  // half-open: probes out
+	passed   int  // half-open: probes that succeeded
+	dropped  bool // removed from the table to make room; no longer consulted
 }
 
-// NewCircuitBreaker returns a breaker that opens a model's circuit after
-// failures consecutive failures and keeps it open for cooldown. A threshold
-// below 1 is taken as 1. now is the clock (time.Now when nil), replaceable so
-// tests can drive the cooldown.
-func NewCircuitBreaker(failures int, cooldown time.Duration, now func() time.Time) *CircuitBreaker {
+// outcomeBucket counts one slice of the failure-rate window.
+type outcomeBucket struct {
+	slot      int64 // which slice since the breaker's start it counts
+	succeeded int32
+	failed    int32
+}
+
+func (c *circuit) load() (gen uint64, state CircuitState) {
+	w := c.word.Load()
+	return w >> 2, CircuitState(w & 3)
+}
+
+// NewCircuitBreaker returns a breaker applying s, with each value at least
+// 1 (FailureRate at least 0, Window at least circuitBuckets nanoseconds).
+// now is the clock (time.Now when nil), replaceable so tests can drive the
+// cooldown.
+func NewCircuitBreaker(s CircuitSettings, now func() time.Time) *CircuitBreaker {
 	if now == nil {
 		now = time.Now
 	}
-	return &CircuitBreaker{threshold: int32(min(max(failures, 1), 1<<30)), cooldown: cooldown, now: now}
+	s.Failures = min(max(s.Failures, 1), 1<<30)
+	s.MinCalls = max(s.MinCalls, 1)
+	s.Probes = min(max(s.Probes, 1), 1<<30)
+	s.FailureRate = max(s.FailureRate, 0)
+	s.Window = max(s.Window, circuitBuckets)
+	return &CircuitBreaker{s: s, bucket: s.Window / circuitBuckets, now: now, start: now()}
 }
 
-// OnTransition sets fn to be called on every state change, so the caller can
-// log it and count it (issue 4: log and metric every transition). fn runs
-// while the model's circuit is locked, which keeps a model's transitions in
-// order; it must be quick and must not call the breaker. Set it before the
-// breaker is shared.
-func (cb *CircuitBreaker) OnTransition(fn func(model string, from, to CircuitState)) {
-	if cb != nil {
-		cb.onTransition = fn
-	}
-}
-
-// Allow reports whether a request for model may go upstream. When it may not,
-// retryIn is how long until the circuit will let a request through again at
-// the latest (the end of the cooldown, or of the probe's allowance), for a
-// `retry-after` hint.
-//
-// A closed circuit allows. An open one refuses until the cooldown is over;
-// then exactly one caller is allowed (the probe) and the circuit is half-open.
-// While the probe is out, others are refused. A probe that never reports (its
-// client went away) does not wedge the circuit: after another cooldown the
-// next caller becomes the probe.
-func (cb *CircuitBreaker) Allow(model string) (ok bool, retryIn time.Duration) {
-	if cb == nil {
-		return true, 0
-	}
-	v, found := cb.models.Load(model)
-	if !found {
-		return true, 0
-	}
-	c := v.(*circuit)
-	if CircuitState(c.state.Load()) == CircuitClosed {
-		return true, 0
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dropped {
-		return true, 0
-	}
-	state := CircuitState(c.state.Load())
-	if state == CircuitClosed {
-		return true, 0
-	}
-	now := cb.now()
-	if now.Before(c.until) {
-		return false, c.until.Sub(now)
-	}
-	// The cooldown (or the last probe's allowance) is over: this caller is
-	// the probe, and the others wait for its report.
-	c.until = now.Add(cb.cooldown)
-	if state == CircuitOpen {
-		cb.set(model, c, CircuitHalfOpen)
-	}
-	return true, 0
-}
-
-// Success records that a request for model was served. It closes the circuit
-// and resets the failure count: in half-open state this is the probe's
-// verdict. A late success of a request admitted before the circuit opened
-// counts too; it shows the model answering, which is what the probe asks.
-func (cb *CircuitBreaker) Success(model string) {
-	if cb == nil {
-		return
-	}
-	v, found := cb.models.Load(model)
-	if !found {
-		return
-	}
-	c := v.(*circuit)
-	if CircuitState(c.state.Load()) == CircuitClosed && c.failures.Load() == 0 {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dropped {
-		return
-	}
-	c.failures.Store(0)
-	if state := CircuitState(c.state.Load()); state != CircuitClosed {
-		cb.set(model, c, CircuitClosed)
-	}
-}
-
-// Failure records a retryable failure of a request for model (a status in
-// retry_on, a connection failure or a timeout) and reports whether it opened
-// the circuit. The threshold-th consecutive failure opens a closed circuit; a
-// failure in half-open state (the probe's) opens it for another cooldown. A
-// failure reported while already open changes nothing: it is a request that
-// was admitted before the circuit opened.
-//
-// Failures that are the client's fault (400, 401, 404…) say nothing about
-// the model's health and should be reported as neither.
-func (cb *CircuitBreaker) Failure(model string) (opened bool) {
-	if cb == nil {
-		return false
-	}
+// Allow asks whether an attempt for model may go upstream. A closed circuit
+// allows. An open one refuses until its cooldown is over; the first caller
+// after that turns it half-open, which allows up to Probes attempts at once
+// and refuses the rest until they report.
+func (cb *CircuitBreaker) Allow(model string) (Permit, Transition) {
 	for {
-		c := cb.track(model)
-		if c == nil {
-			return false // the table is full of models that cannot be dropped
+		v, found := cb.models.Load(model)
+		if !found {
+			// Untracked: a fresh circuit is closed at generation 0.
+			return Permit{Model: model, Allowed: true}, Transition{}
+		}
+		c := v.(*circuit)
+		if gen, state := c.load(); state == CircuitClosed {
+			return Permit{Model: model, Generation: gen, Allowed: true}, Transition{}
 		}
 		c.mu.Lock()
 		if c.dropped {
-			// Dropped between lookup and lock: record on the new entry.
 			c.mu.Unlock()
 			continue
 		}
-		opened = false
-		switch CircuitState(c.state.Load()) {
-		case CircuitClosed:
-			if c.failures.Add(1) >= cb.threshold {
-				opened = true
-			}
-		case CircuitHalfOpen:
-			opened = true
-		}
-		if opened {
-			c.failures.Store(0)
-			c.until = cb.now().Add(cb.cooldown)
-			cb.set(model, c, CircuitOpen)
-		}
+		p, tr := cb.allowLocked(model, c)
 		c.mu.Unlock()
-		return opened
+		return p, tr
 	}
 }
 
-// set moves c to state to and reports the transition. c.mu must be held.
-func (cb *CircuitBreaker) set(model string, c *circuit, to CircuitState) {
-	from := CircuitState(c.state.Swap(uint32(to)))
-	if cb.onTransition != nil && from != to {
-		cb.onTransition(model, from, to)
+// allowLocked is Allow for a circuit that was not closed. c.mu is held.
+func (cb *CircuitBreaker) allowLocked(model string, c *circuit) (Permit, Transition) {
+	gen, state := c.load()
+	if state == CircuitClosed {
+		return Permit{Model: model, Generation: gen, Allowed: true}, Transition{}
 	}
+	now := cb.now()
+	var tr Transition
+	switch {
+	case state == CircuitOpen && now.Before(c.until):
+		return Permit{Model: model, RetryIn: c.until.Sub(now)}, tr
+	case state == CircuitOpen:
+		tr = cb.move(model, c, CircuitHalfOpen, now)
+	case !now.Before(c.until):
+		// Half-open, and the probes out have not reported for a whole
+		// cooldown (their clients went away unnoticed): presumed lost. A
+		// new generation makes their late reports stale.
+		cb.move(model, c, CircuitHalfOpen, now)
+	}
+	if c.inFlight+c.passed >= cb.s.Probes {
+		return Permit{Model: model, RetryIn: c.until.Sub(now)}, tr
+	}
+	c.inFlight++
+	gen, _ = c.load()
+	return Permit{Model: model, Generation: gen, Allowed: true}, tr
+}
+
+// Record reports the outcome of an attempt that p allowed, and returns the
+// transition it caused, if any. An outcome whose attempt started in an
+// earlier state of the circuit is ignored.
+func (cb *CircuitBreaker) Record(p Permit, o Outcome) Transition {
+	if !p.Allowed {
+		return Transition{}
+	}
+	for {
+		var c *circuit
+		if o != OutcomeNeutral {
+			c = cb.track(p.Model)
+		} else if v, found := cb.models.Load(p.Model); found {
+			c = v.(*circuit)
+		}
+		if c == nil {
+			// A neutral outcome of an untracked model changes nothing;
+			// otherwise the table is full of circuits refusing requests.
+			return Transition{}
+		}
+		if gen, _ := c.load(); gen != p.Generation {
+			return Transition{} // stale
+		}
+		c.mu.Lock()
+		if c.dropped {
+			c.mu.Unlock()
+			continue
+		}
+		tr := cb.recordLocked(p, c, o)
+		c.mu.Unlock()
+		return tr
+	}
+}
+
+// recordLocked is Record once the circuit is found. c.mu is held.
+func (cb *CircuitBreaker) recordLocked(p Permit, c *circuit, o Outcome) Transition {
+	gen, state := c.load()
+	if gen != p.Generation {
+		return Transition{}
+	}
+	now := cb.now()
+	switch state {
+	case CircuitClosed:
+		switch o {
+		case OutcomeSuccess:
+			c.consecutive = 0
+			c.slice(cb.slot(now)).succeeded++
+		case OutcomeFailure:
+			c.consecutive++
+			c.slice(cb.slot(now)).failed++
+			if c.consecutive >= cb.s.Failures && cb.rateReached(c, now) {
+				return cb.move(p.Model, c, CircuitOpen, now)
+			}
+		}
+	case CircuitHalfOpen:
+		c.inFlight = max(c.inFlight-1, 0)
+		switch o {
+		case OutcomeFailure:
+			return cb.move(p.Model, c, CircuitOpen, now)
+		case OutcomeSuccess:
+			if c.passed++; c.passed >= cb.s.Probes {
+				return cb.move(p.Model, c, CircuitClosed, now)
+			}
+		}
+	}
+	return Transition{}
+}
+
+// rateReached reports whether the failure-rate condition holds: the window
+// holds fewer than MinCalls outcomes, or enough of them failed. c.mu is held.
+func (cb *CircuitBreaker) rateReached(c *circuit, now time.Time) bool {
+	slot := cb.slot(now)
+	var succeeded, failed int64
+	for i := range c.window {
+		if b := &c.window[i]; b.slot > slot-circuitBuckets && b.slot <= slot {
+			succeeded += int64(b.succeeded)
+			failed += int64(b.failed)
+		}
+	}
+	calls := succeeded + failed
+	return calls < int64(cb.s.MinCalls) || float64(failed)*100 >= cb.s.FailureRate*float64(calls)
+}
+
+// slot returns the window slice now falls in.
+func (cb *CircuitBreaker) slot(now time.Time) int64 {
+	return int64(now.Sub(cb.start) / cb.bucket)
+}
+
+// slice returns the window bucket for slot, cleared if it last counted an
+// older one. c.mu is held.
+func (c *circuit) slice(slot int64) *outcomeBucket {
+	b := &c.window[(slot%circuitBuckets+circuitBuckets)%circuitBuckets]
+	if b.slot != slot {
+		*b = outcomeBucket{slot: slot}
+	}
+	return b
+}
+
+// move puts c in state to with a new generation, so that every permit given
+// before is stale, and sets up the state. c.mu is held.
+func (cb *CircuitBreaker) move(model string, c *circuit, to CircuitState, now time.Time) Transition {
+	gen, from := c.load()
+	gen++
+	c.word.Store(gen<<2 | uint64(to))
+	switch to {
+	case CircuitOpen:
+		c.until = now.Add(cb.s.Cooldown)
+		c.consecutive = 0
+	case CircuitHalfOpen:
+		c.until = now.Add(cb.s.Cooldown)
+		c.inFlight, c.passed = 0, 0
+	case CircuitClosed:
+		c.consecutive = 0
+		c.window = [circuitBuckets]outcomeBucket{}
+	}
+	return Transition{Model: model, From: from, To: to, Generation: gen}
+}
+
+// Snapshot returns the state of every tracked model, in no set order.
+func (cb *CircuitBreaker) Snapshot() []CircuitStatus {
+	var out []CircuitStatus
+	cb.models.Range(func(k, v any) bool {
+		c := v.(*circuit)
+		c.mu.Lock()
+		_, state := c.load()
+		st := CircuitStatus{Model: k.(string), State: state}
+		if state != CircuitClosed {
+			st.Until = c.until
+		}
+		dropped := c.dropped
+		c.mu.Unlock()
+		if !dropped {
+			out = append(out, st)
+		}
+		return true
+	})
+	return out
 }
 
 // track returns model's circuit, creating it if needed. When the table is
-// full it first drops an entry that carries little: a closed circuit (only a
-// partial failure count is lost), else one whose cooldown or probe allowance
-// is over (it would let the next request through anyway). If every entry is
-// an open circuit still cooling down, it returns nil and the model goes
-// untracked.
+// full it first drops an entry that carries little: a closed circuit (only
+// partial counts are lost), else one whose cooldown or probe allowance is
+// over (it would let the next request through anyway). If every entry is
+// still refusing requests, it returns nil and the model goes untracked.
 func (cb *CircuitBreaker) track(model string) *circuit {
 	if v, found := cb.models.Load(model); found {
 		return v.(*circuit)
@@ -255,11 +492,7 @@ func (cb *CircuitBreaker) dropOne() bool {
 			c := v.(*circuit)
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			state := CircuitState(c.state.Load())
-			if state == CircuitClosed || !closedOnly && !now.Before(c.until) {
-				// Reported as closing, so a gauge fed by transitions does not
-				// keep showing an open circuit that no longer exists.
-				cb.set(k.(string), c, CircuitClosed)
+			if _, state := c.load(); state == CircuitClosed || !closedOnly && !now.Before(c.until) {
 				c.dropped = true
 				cb.models.Delete(k)
 				cb.n--

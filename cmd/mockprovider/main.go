@@ -5,6 +5,7 @@
 // see package internal/mockprovider).
 //
 //	mockprovider -addr 127.0.0.1:9990 -fail-models claude-opus-4-5=529 -flaky claude-sonnet-4-5=0.5
+//	mockprovider -mix rate_limited=0.3,retry_after_max=1s,overloaded=0.1,seed=1
 package main
 
 import (
@@ -42,6 +43,7 @@ func run() error {
 	addr := flag.String("addr", "127.0.0.1:9990", "address to listen on")
 	failModels := flag.String("fail-models", "", "models that always fail, as model=status,... (e.g. claude-opus-4-5=529,gpt-x=503)")
 	flaky := flag.String("flaky", "", "models that fail at random with 529/503, as model=probability,... (e.g. claude-sonnet-4-5=0.5)")
+	mix := flag.String("mix", "", "fail a share of other requests at random, e.g. rate_limited=0.3,retry_after_max=1s,overloaded=0.1,seed=1")
 	quiet := flag.Bool("quiet", false, "do not log one line per request")
 	flag.Parse()
 
@@ -52,6 +54,13 @@ func run() error {
 	}
 	if opts.Flaky, err = parsePairs(*flaky, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }); err != nil {
 		return fmt.Errorf("parsing -flaky: %w", err)
+	}
+	if *mix != "" {
+		m, err := mockprovider.ParseFaultMix(*mix)
+		if err != nil {
+			return fmt.Errorf("parsing -mix: %w", err)
+		}
+		opts.Mix = &m
 	}
 	if err := opts.Validate(); err != nil {
 		return err

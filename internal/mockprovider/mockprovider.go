@@ -3,7 +3,7 @@
 // Responses, Completions and Embeddings APIs closely enough that the official
 // SDKs parse its answers, and it fails on demand: per model (Options), or per
 // request through the x-mock-script header, which the gateway forwards on
-// every attempt.
+// every attempt; or at random in the proportions of a fault mix (FaultMix).
 //
 // A script is a comma-separated list of steps. The Nth request carrying the
 // same script key (the x-mock-id header, or else the script text) gets the Nth
@@ -50,6 +50,7 @@ import (
 	"io"
 	"log"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -68,6 +69,8 @@ type Options struct {
 	// Flaky maps a model to the probability (0 to 1) that a request for it
 	// fails with an overload: 529 on Anthropic routes, 503 on OpenAI routes.
 	Flaky map[string]float64
+	// Mix, when set, fails a share of the remaining requests at random.
+	Mix *FaultMix
 	// Logger, when set, gets one line per request: method, path, model,
 	// status and duration. Headers and message text are never logged.
 	Logger *log.Logger
@@ -86,6 +89,9 @@ func (o Options) Validate() error {
 		if p < 0 || p > 1 {
 			return fmt.Errorf("flaky probability %v for model %q is not between 0 and 1", p, model)
 		}
+	}
+	if o.Mix != nil {
+		return o.Mix.Validate()
 	}
 	return nil
 }
@@ -113,6 +119,7 @@ type Call struct {
 type Provider struct {
 	opts Options
 	seq  atomic.Uint64
+	mix  *mixer // nil without Options.Mix
 
 	scriptMu sync.Mutex
 	scripts  map[string]int
@@ -129,7 +136,11 @@ func New(opts Options) *Provider {
 	}
 	opts.FailModels = maps.Clone(opts.FailModels)
 	opts.Flaky = maps.Clone(opts.Flaky)
-	return &Provider{opts: opts, scripts: map[string]int{}}
+	p := &Provider{opts: opts, scripts: map[string]int{}}
+	if opts.Mix != nil {
+		p.mix = newMixer(*opts.Mix)
+	}
+	return p
 }
 
 // Calls returns a copy of the requests received since New or the last Reset,
@@ -185,7 +196,7 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // stepFor picks how to answer: the request's script step if it has one, else
-// the model's configured failure, else success.
+// the model's configured failure, else the fault mix's draw, else success.
 func (p *Provider) stepFor(r *http.Request, d dialect, model string) (step, error) {
 	if script := r.Header.Get(ScriptHeader); script != "" {
 		steps, err := parseScript(script)
@@ -203,6 +214,15 @@ func (p *Provider) stepFor(r *http.Request, d dialect, model string) (step, erro
 	}
 	if prob, ok := p.opts.Flaky[model]; ok && rand.Float64() < prob {
 		return failStep(d.overloadStatus()), nil
+	}
+	if p.mix != nil {
+		id, n := r.Header.Get(ScriptIDHeader), 0
+		if id != "" {
+			n = p.advance("mix\x00"+id, math.MaxInt)
+		}
+		if s, failed := p.mix.step(d, id, n); failed {
+			return s, nil
+		}
 	}
 	return okStep(), nil
 }

@@ -9,6 +9,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -660,6 +661,7 @@ func TestValidate(t *testing.T) {
 	for _, o := range []Options{
 		{FailModels: map[string]int{"m": 200}},
 		{Flaky: map[string]float64{"m": 1.5}},
+		{Mix: &FaultMix{RateLimited: 0.7, Overloaded: 0.7}},
 	} {
 		if o.Validate() == nil {
 			t.Errorf("Validate(%+v) = nil", o)
@@ -789,6 +791,85 @@ func TestJSONCutAndEndAreIncomplete(t *testing.T) {
 		resp.Body.Close()
 		if !errors.Is(err, io.ErrUnexpectedEOF) || len(b) != 20 || resp.ContentLength <= 20 {
 			t.Errorf("%s: read %d of %d bytes, %v", step, len(b), resp.ContentLength, err)
+		}
+	}
+}
+
+// TestFaultMix: the mix answers in its proportions, 429s carry a
+// retry-after within the bound, the same seed gives the same sequence, and
+// scripts and model faults still win.
+func TestFaultMix(t *testing.T) {
+	mix := FaultMix{RateLimited: 0.3, RetryAfterMax: time.Second, Overloaded: 0.1, ServerError: 0.05, Seed: 42}
+	sequence := func(route string) (seq []int, counts map[int]int) {
+		p := New(Options{Mix: &mix, NoRecord: true})
+		counts = map[int]int{}
+		for range 4000 {
+			req := httptest.NewRequest(http.MethodPost, route, strings.NewReader(`{"model":"m","max_tokens":1}`))
+			rec := httptest.NewRecorder()
+			p.ServeHTTP(rec, req)
+			seq = append(seq, rec.Code)
+			counts[rec.Code]++
+			if rec.Code == 429 {
+				ra, err := strconv.ParseFloat(rec.Header().Get("Retry-After"), 64)
+				if err != nil || ra < 0 || ra >= 1 {
+					t.Fatalf("429 retry-after %q, want seconds in [0, 1)", rec.Header().Get("Retry-After"))
+				}
+			}
+		}
+		return seq, counts
+	}
+	seq, counts := sequence("/v1/messages")
+	for status, share := range map[int]float64{429: 0.3, 529: 0.1, 500: 0.05, 200: 0.55} {
+		if got := float64(counts[status]) / 4000; got < share-0.03 || got > share+0.03 {
+			t.Errorf("status %d answered %.3f of requests, want about %.2f", status, got, share)
+		}
+	}
+	again, _ := sequence("/v1/messages")
+	if fmt.Sprint(seq) != fmt.Sprint(again) {
+		t.Error("the same seed gave another sequence")
+	}
+	if _, counts := sequence("/v1/chat/completions"); counts[503] == 0 || counts[529] != 0 {
+		t.Errorf("openai route answered %v, want overloads as 503", counts)
+	}
+
+	// With an id, each request's answer is the mix's Answer for it,
+	// whatever else arrives in between.
+	p := New(Options{Mix: &mix, NoRecord: true})
+	for i := range 200 {
+		id := fmt.Sprint("req-", i%10)
+		req := httptest.NewRequest(http.MethodPost, "/v1/messages", strings.NewReader(`{"model":"m","max_tokens":1}`))
+		req.Header.Set(ScriptIDHeader, id)
+		rec := httptest.NewRecorder()
+		p.ServeHTTP(rec, req)
+		status, retryAfter := mix.Answer(id, i/10)
+		if status == 0 {
+			status = 200
+		}
+		if rec.Code != status || status == 429 && rec.Header().Get("Retry-After") != strconv.FormatFloat(retryAfter.Seconds(), 'f', 3, 64) {
+			t.Fatalf("%s, request %d: %d retry-after %q; Answer says %d, %v", id, i/10, rec.Code, rec.Header().Get("Retry-After"), status, retryAfter)
+		}
+	}
+
+	_, srv := start(t, Options{Mix: &FaultMix{ServerError: 1}, FailModels: map[string]int{"claude-opus-4-5": 529}})
+	client := anthropicClient(srv)
+	if _, err := client.Messages.New(context.Background(), messageParams("claude-x"), script("200")); err != nil {
+		t.Errorf("a script lost to the mix: %v", err)
+	}
+	var apiErr *anthropic.Error
+	if _, err := client.Messages.New(context.Background(), messageParams("claude-opus-4-5")); !errors.As(err, &apiErr) || apiErr.StatusCode != 529 {
+		t.Errorf("a model fault lost to the mix: %v", err)
+	}
+}
+
+func TestParseFaultMix(t *testing.T) {
+	m, err := ParseFaultMix("rate_limited=0.3, retry_after_max=1s,overloaded=0.1,server_error=0,seed=7")
+	if err != nil || m != (FaultMix{RateLimited: 0.3, RetryAfterMax: time.Second, Overloaded: 0.1, Seed: 7}) {
+		t.Errorf("ParseFaultMix = %+v, %v", m, err)
+	}
+	for _, bad := range []string{"", "rate_limited", "rate_limited=x", "rate_limited=1.5", "rate_limited=0.6,overloaded=0.6",
+		"overloaded=NaN", "retry_after_max=-1s", "seed=-1", "errors=0.1"} {
+		if _, err := ParseFaultMix(bad); err == nil {
+			t.Errorf("ParseFaultMix(%q) accepted", bad)
 		}
 	}
 }
