@@ -37,6 +37,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_wait        <duration>
 //		deadline        <duration>
 //		attempt_timeout <duration>
+//		idle_timeout    <duration>
 //		fallback        <model> <next>...
 //		client_retries  allow|deny
 //		max_tokens      <n> [clamp|reject]
@@ -103,6 +104,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "attempt_timeout":
 			err = parseDuration(d, &h.AttemptTimeout)
+		case "idle_timeout":
+			err = parseDuration(d, &h.IdleTimeout)
 		case "fallback":
 			err = h.parseFallback(d, chainOf)
 		case "client_retries":

@@ -116,14 +116,30 @@ type Handler struct {
 	// The total time for all attempts, waits and fallbacks of one request,
 	// counted from the moment its body has been read (a slow upload is
 	// bounded by the server's read timeouts instead). A wait that would
-	// cross it is not started. A response already streaming to the client
-	// is never cut by it. Default: 5m.
+	// cross it is not started. It applies until the first byte of an
+	// answer reaches the client (for a stream, its first event): a
+	// response whose headers came but whose body did not is bounded by it
+	// too. A response already on its way to the client is never cut by it;
+	// idle_timeout bounds that. Default: 5m.
 	Deadline caddy.Duration `json:"deadline,omitempty"`
 
 	// The time one attempt has to produce response headers. An attempt that
 	// runs out is cancelled and retried. It never cuts a response that has
 	// started. Default: off.
 	AttemptTimeout caddy.Duration `json:"attempt_timeout,omitempty"`
+
+	// Once an upstream response's headers have arrived, the longest it may
+	// go without sending a byte (a stream's pings count). A response that
+	// goes silent that long before anything reached the client is retried
+	// like a timeout; after that its upstream request is cancelled and the
+	// response cut: a stream ends with the dialect's in-band error event
+	// (error_type timeout_error), a plain body is aborted so the client
+	// sees it incomplete. Either way the call is logged and counted as an
+	// error. reverse_proxy's `transport http { read_timeout }` bounds the
+	// same silence per read on the connection, and ends a stream with the
+	// in-band error too, but it is the same for every route of the proxy
+	// and says stream_incomplete rather than timeout_error. Default: off.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
 
 	// Fallback chains: in each, when a model is unavailable (its retries
 	// are spent on retryable failures, or its wait hint is above max_wait),
@@ -435,6 +451,7 @@ func (h *Handler) gatewayConfig() (handlers.Config, error) {
 		MaxWait:        time.Duration(h.MaxWait),
 		Deadline:       time.Duration(h.Deadline),
 		AttemptTimeout: time.Duration(h.AttemptTimeout),
+		IdleTimeout:    time.Duration(h.IdleTimeout),
 		Fallbacks:      fallbacks,
 		ClientRetries:  h.ClientRetries == "allow",
 		OutputCap:      outputCap,
@@ -510,6 +527,8 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("deadline must be positive")
 	case h.AttemptTimeout < 0:
 		return fmt.Errorf("attempt_timeout must be positive")
+	case h.IdleTimeout < 0:
+		return fmt.Errorf("idle_timeout must be positive")
 	case h.AttemptTimeout > h.Deadline:
 		return fmt.Errorf("attempt_timeout (%s) is longer than the deadline (%s), so it could never apply", time.Duration(h.AttemptTimeout), time.Duration(h.Deadline))
 	case h.ClientRetries != "allow" && h.ClientRetries != "deny":

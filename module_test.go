@@ -48,6 +48,7 @@ func TestProvisionDefaultsAreTheSpec(t *testing.T) {
 		{"max_wait", time.Duration(h.MaxWait), 60 * time.Second},
 		{"deadline", time.Duration(h.Deadline), 5 * time.Minute},
 		{"attempt_timeout", time.Duration(h.AttemptTimeout), time.Duration(0)},
+		{"idle_timeout", time.Duration(h.IdleTimeout), time.Duration(0)},
 		{"max_body", h.MaxBody, int64(16_000_000)}, // "16MB" as the Caddyfile reads it
 		{"max_buffered", h.MaxBuffered, int64(512_000_000)},
 		{"client_retries", h.ClientRetries, "deny"},
@@ -149,6 +150,7 @@ func TestValidateRejectsBadCombinations(t *testing.T) {
 		{"negative deadline", Handler{Deadline: caddy.Duration(-time.Second)}, "deadline"},
 		{"negative max_wait", Handler{MaxWait: caddy.Duration(-time.Second)}, "max_wait"},
 		{"negative attempt_timeout", Handler{AttemptTimeout: caddy.Duration(-time.Second)}, "attempt_timeout"},
+		{"negative idle_timeout", Handler{IdleTimeout: caddy.Duration(-time.Second)}, "idle_timeout"},
 		{"circuit_breaker failure_rate", Handler{CircuitBreaker: &CircuitBreaker{FailureRate: &overHundred}}, "failure_rate"},
 		{"circuit_breaker probes", Handler{CircuitBreaker: &CircuitBreaker{Probes: -1}}, "probes"},
 	} {

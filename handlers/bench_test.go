@@ -377,3 +377,50 @@ func sendBody(r *http.Request) error {
 	r.Body.Close()
 	return err
 }
+
+// responsesEvents is a 200-delta Responses API stream with named events,
+// ending with response.completed, which repeats the whole answer.
+var responsesEvents = func() [][]byte {
+	ev := func(name, data string) []byte { return []byte("event: " + name + "\ndata: " + data + "\n\n") }
+	const resp = `"id":"resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b","object":"response","created_at":1741476542,"model":"gpt-5-2025-08-07"`
+	out := [][]byte{
+		ev("response.created", `{"type":"response.created","sequence_number":0,"response":{`+resp+`,"status":"in_progress","output":[],"usage":null}}`),
+		ev("response.in_progress", `{"type":"response.in_progress","sequence_number":1,"response":{`+resp+`,"status":"in_progress","output":[],"usage":null}}`),
+	}
+	var text strings.Builder
+	for i := 0; i < 200; i++ {
+		fmt.Fprintf(&text, " word%d", i)
+		out = append(out, ev("response.output_text.delta", fmt.Sprintf(`{"type":"response.output_text.delta","sequence_number":%d,"item_id":"msg_67ccd2bf17f0819081ff3bb2cf6508e6","output_index":0,"content_index":0,"delta":" word%d","logprobs":[]}`, i+2, i)))
+	}
+	return append(out, ev("response.completed", `{"type":"response.completed","sequence_number":202,"response":{`+resp+`,"status":"completed","output":[{"type":"message","id":"msg_67ccd2bf17f0819081ff3bb2cf6508e6","status":"completed","role":"assistant","content":[{"type":"output_text","text":"`+text.String()+`","annotations":[]}]}],"usage":{"input_tokens":1117,"input_tokens_details":{"cached_tokens":0},"output_tokens":200,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":1317}}}`))
+}()
+
+// dataOnly drops the event: lines, as OpenAI-compatible upstreams send
+// Responses events; the type is then read from each event's JSON.
+func dataOnly(events [][]byte) [][]byte {
+	out := make([][]byte, len(events))
+	for i, e := range events {
+		_, data, _ := bytes.Cut(e, []byte("\n"))
+		out[i] = data
+	}
+	return out
+}
+
+// BenchmarkStream is the gateway's cost on the event streams of each API:
+// a 200-delta stream relayed one event per write and flush, as
+// reverse_proxy relays it, with its usage read and its end judged.
+func BenchmarkStream(b *testing.B) {
+	for _, c := range []struct {
+		name, path string
+		events     [][]byte
+	}{
+		{"anthropic", "/v1/messages", anthropicEvents},
+		{"openai_chat", "/v1/chat/completions", openAIChatEvents},
+		{"openai_responses", "/v1/responses", responsesEvents},
+		{"openai_responses_data_only", "/v1/responses", dataOnly(responsesEvents)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			runPair(b, c.path, requestBody(1<<10, true), sseHandler(c.events), streamBytes(c.events))
+		})
+	}
+}

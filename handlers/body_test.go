@@ -180,7 +180,7 @@ func TestHeldResponseWithinMaxBuffered(t *testing.T) {
 			rec := httptest.NewRecorder()
 			tap := responseTap{dialect: policy.Anthropic, endpoint: policy.Messages}
 			aw := attemptWriter{rw: rec, retryOn: policy.DefaultRetryOn(), tap: &tap, charge: c}
-			aw.reset()
+			aw.reset(func() {})
 			aw.WriteHeader(529)
 			_, _ = aw.Write([]byte(strings.Repeat("x", 500)))
 			held := aw.state.Load() == stateHeld
@@ -190,7 +190,7 @@ func TestHeldResponseWithinMaxBuffered(t *testing.T) {
 			if !held && rec.Body.Len() != 500 {
 				t.Errorf("limit %d: the client got %d bytes of the spilled response", limit, rec.Body.Len())
 			}
-			aw.reset()
+			aw.reset(func() {})
 			if c.held != 0 {
 				t.Errorf("limit %d: %d bytes still held after the attempt", limit, c.held)
 			}

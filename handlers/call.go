@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -37,10 +36,16 @@ type call struct {
 	model    string         // the model now being tried
 	snapshot http.Header    // the client's response headers before any attempt
 
-	aw           attemptWriter
-	tap          responseTap
-	bodies       *openBodies    // the attempts' body readers not yet closed
-	timerRunning sync.WaitGroup // the attempt timer's callback, while it runs
+	aw     attemptWriter
+	tap    responseTap
+	bodies *openBodies // the attempts' body readers not yet closed
+	dog    watchdog
+	// headersBy is when the current attempt must have its response
+	// headers: attempt_timeout after it began, or the deadline.
+	headersBy time.Time
+	// watchHeaders is true when the arrival of the headers changes what
+	// the watchdog waits for (attempt_timeout or idle_timeout is set).
+	watchHeaders bool
 
 	attempts     int
 	cut          timeoutCause  // what the current attempt's timer stands for
@@ -88,6 +93,8 @@ const (
 	cutByAttempt
 	// cutByDeadline: the request's deadline ran out.
 	cutByDeadline
+	// cutByIdle: the response went silent for idle_timeout.
+	cutByIdle
 )
 
 // ending is how the call ended, for its log line, metrics and placeholders.
@@ -109,7 +116,9 @@ func newCall(g *Gateway, w http.ResponseWriter, r *http.Request, d policy.Dialec
 		snapshot: w.Header().Clone(),
 		tap:      responseTap{dialect: d, endpoint: e},
 	}
-	c.aw = attemptWriter{rw: w, retryOn: g.cfg.RetryOn, tap: &c.tap, charge: &c.charge}
+	c.aw = attemptWriter{rw: w, retryOn: g.cfg.RetryOn, tap: &c.tap, dog: &c.dog, idle: g.cfg.IdleTimeout > 0, charge: &c.charge}
+	c.dog.c = c
+	c.watchHeaders = g.cfg.IdleTimeout > 0 || g.cfg.AttemptTimeout > 0
 	return c
 }
 
@@ -118,7 +127,7 @@ func newCall(g *Gateway, w http.ResponseWriter, r *http.Request, d policy.Dialec
 // may go on writing a body after the response came back (net/http
 // RoundTripper contract), and must not read a buffer another request reuses.
 func (c *call) release() {
-	c.aw.reset()
+	c.aw.reset(nil)
 	if c.bodies.n.Load() == 0 {
 		putBody(c.body)
 	}
@@ -379,45 +388,32 @@ func (c *call) sleep(d time.Duration) bool {
 func (c *call) attempt(next caddyhttp.Handler) (done bool, err error) {
 	defer c.reportHealth()
 	c.restoreHeaders()
-	c.aw.reset()
+	ctx, cancel := context.WithCancel(c.r.Context())
+	c.aw.reset(cancel)
 	c.attempts++
 	c.publishAttempt()
 	attemptsTotal.WithLabelValues(c.dialect.String(), modelLabel(c.model)).Inc()
 
-	// One timer serves attempt_timeout and the deadline: whichever is
-	// sooner abandons an attempt that has not started answering. A
-	// response already flowing to the client is never cut.
-	limit := time.Until(c.deadline)
+	c.headersBy = c.deadline
 	c.cut = cutByDeadline
-	if t := c.g.cfg.AttemptTimeout; t > 0 && t < limit {
-		limit, c.cut = t, cutByAttempt
+	if t := c.g.cfg.AttemptTimeout; t > 0 && c.aw.began.Add(t).Before(c.headersBy) {
+		c.headersBy, c.cut = c.aw.began.Add(t), cutByAttempt
 	}
-	ctx, cancel := context.WithCancel(c.r.Context())
-	c.timerRunning.Add(1)
-	timer := time.AfterFunc(limit, func() {
-		defer c.timerRunning.Done()
-		if c.aw.abandon() {
-			cancel()
-		}
-	})
-	// Deferred too, for a stream abort that panics on through serve: a
-	// pending timer must never outlive its attempt (the call is reused).
-	defer c.stopTimer(timer, cancel)
+	c.dog.arm(time.Until(c.headersBy))
+	// Deferred too, for a cut body whose abort panics on through serve:
+	// the watchdog must never outlive its attempt (the call is reused).
+	defer c.endAttempt(cancel)
 	began := time.Now()
 	aborted, err := c.serve(next, c.upstreamRequest(ctx))
-	c.stopTimer(timer, cancel)
+	c.endAttempt(cancel)
 	c.upstreamTime += time.Since(began)
 	return c.judge(aborted, err)
 }
 
-// stopTimer stops an attempt's timer and waits for a callback that already
-// fired, so that it cannot abandon a later attempt, then releases the
-// attempt's context. Calling it again does nothing more.
-func (c *call) stopTimer(timer *time.Timer, cancel context.CancelFunc) {
-	if timer.Stop() {
-		c.timerRunning.Done()
-	}
-	c.timerRunning.Wait()
+// endAttempt stops the attempt's watchdog and releases its context.
+// Calling it again does nothing more.
+func (c *call) endAttempt(cancel context.CancelFunc) {
+	c.dog.stop()
 	cancel()
 }
 
@@ -458,24 +454,28 @@ func prepareUpstreamHeader(h http.Header) {
 	delete(h, "Accept-Encoding")
 }
 
-// serve runs next, turning an aborted proxy (http.ErrAbortHandler) into a
-// failed attempt when nothing reached the client. A stream already on its
-// way is ended with an in-band error and the panic goes on: the proxy's
-// abort is never swallowed (caddy-modules.md §0.7).
+// serve runs next and reports whether the proxy aborted
+// (http.ErrAbortHandler, its signal that the upstream response broke off).
+// Before anything reached the client that is a failed attempt. A stream
+// already on its way is ended in-band by judge, and the abort stops here:
+// the stream then closes cleanly, with every byte and the error event
+// delivered (an abort reaching Caddy's HTTP/2 server would reset the
+// stream and drop what it still buffers). A plain body has no in-band
+// form, so its abort goes on, for the client to see a short body.
 func (c *call) serve(next caddyhttp.Handler, r *http.Request) (aborted bool, err error) {
 	defer func() {
 		v := recover()
 		if v == nil {
 			return
 		}
-		if v != http.ErrAbortHandler || c.aw.state.Load() != stateCommitted {
-			if v == http.ErrAbortHandler {
-				aborted = true
-				return
-			}
+		if v != http.ErrAbortHandler {
 			panic(v)
 		}
-		c.completeResponse()
+		aborted = true
+		if c.aw.state.Load() != stateCommitted || c.tap.sse {
+			return
+		}
+		c.completeResponse(true)
 		c.finish()
 		panic(v)
 	}()
@@ -484,31 +484,38 @@ func (c *call) serve(next caddyhttp.Handler, r *http.Request) (aborted bool, err
 
 // judge reads the outcome of one attempt from the writer's state.
 func (c *call) judge(aborted bool, err error) (done bool, _ error) {
-	clientGone := c.r.Context().Err() != nil
-	switch c.aw.state.Load() {
-	case stateCommitted:
+	state := c.aw.state.Load()
+	if state == stateCommitted || state == stateHeaded || state == stateHeld {
 		c.notePace()
-		c.completeResponse()
-		return true, nil
-	case stateHeld:
-		c.notePace()
-		if clientGone {
-			c.end = ending{errorType: "client_closed", status: statusClientClosed}
-			return true, nil
-		}
-		return c.judgeHeld()
-	case stateAbandoned:
-		if clientGone {
-			c.end = ending{errorType: "client_closed", status: statusClientClosed}
-			return true, nil
-		}
-		return c.fail(failure{reason: policy.ReasonTimeout, kind: policy.UpstreamTimeout, err: context.DeadlineExceeded, cut: c.cut})
 	}
-	// Nothing was written.
-	if clientGone {
+	if state == stateCommitted {
+		c.completeResponse(aborted)
+		return true, nil
+	}
+	if c.r.Context().Err() != nil {
 		c.end = ending{errorType: "client_closed", status: statusClientClosed}
 		return true, nil
 	}
+	switch state {
+	case stateHeaded:
+		if aborted || c.tap.sse {
+			// The body broke off before its first byte, or the stream
+			// ended before its first event: nothing reached the client.
+			return c.fail(failure{reason: policy.ReasonConnection, kind: policy.UpstreamUnreachable, err: errNoFirstEvent})
+		}
+		c.aw.commit() // a response without a body
+		c.completeResponse(false)
+		return true, nil
+	case stateHeld:
+		return c.judgeHeld()
+	case stateAbandoned:
+		err, cut := error(context.DeadlineExceeded), c.cut
+		if c.aw.silent.Load() {
+			err, cut = errSilent, cutByIdle
+		}
+		return c.fail(failure{reason: policy.ReasonTimeout, kind: policy.UpstreamTimeout, err: err, cut: cut})
+	}
+	// Nothing was written.
 	if aborted {
 		return c.fail(failure{reason: policy.ReasonConnection, kind: policy.UpstreamUnreachable, err: http.ErrAbortHandler})
 	}
@@ -527,11 +534,14 @@ func (c *call) judge(aborted bool, err error) (done bool, _ error) {
 		c.end = ending{errorType: "handler_error", status: statusOf(err)}
 		return true, err
 	}
-	// next returned without writing: retrying would loop forever
-	// (caddy-modules.md §0.2–0.3).
+	// next returned without writing: retrying would loop forever.
 	c.end = ending{errorType: "no_response", status: http.StatusInternalServerError}
 	return true, caddyhttp.Error(http.StatusInternalServerError, errNoResponse)
 }
+
+// errNoFirstEvent is why an answer that broke off before anything reached
+// the client is retried.
+var errNoFirstEvent = errors.New("the upstream response ended before its first byte or event")
 
 // errNoResponse explains the usual cause of an empty answer from next.
 var errNoResponse = errors.New("the handler after ai_resilience wrote no response; put ai_resilience in the same route or handle block as reverse_proxy")
@@ -543,7 +553,7 @@ func (c *call) judgeHeld() (done bool, _ error) {
 	// SDK would retry it on its status alone, so it says so even under
 	// `client_retries allow`, which concerns failures that may pass
 	// (reference §2.6, §7.3).
-	if c.aw.status == http.StatusTooManyRequests && c.dialect == policy.OpenAI && policy.QuotaExhausted(c.dialect, c.aw.held.Bytes()) {
+	if c.aw.status == http.StatusTooManyRequests && c.dialect == policy.OpenAI && policy.QuotaExhausted(c.dialect, c.aw.buf.Bytes()) {
 		c.w.Header().Set("X-Should-Retry", "false")
 		c.writeHeld()
 		return true, nil
@@ -558,7 +568,7 @@ func (c *call) fail(f failure) (done bool, _ error) {
 	c.last = f
 	status := 0
 	if f.held {
-		status = c.aw.status
+		status = c.aw.failedStatus()
 	}
 	c.recordHealth(status, f.reason)
 	return false, nil
@@ -604,6 +614,8 @@ func (c *call) failureMessage() string {
 		return "the upstream API had not answered when this request's deadline of " + c.g.cfg.Deadline.String() + " ran out (" + made + "); try again later"
 	case c.last.cut == cutByAttempt:
 		return "the upstream API sent no response within the attempt_timeout of " + c.g.cfg.AttemptTimeout.String() + " (" + made + "); try again later"
+	case c.last.cut == cutByIdle:
+		return "the upstream API sent nothing for the idle_timeout of " + c.g.cfg.IdleTimeout.String() + " (" + made + "); try again later"
 	}
 	return "the upstream API timed out (" + made + "); try again later"
 }
@@ -614,8 +626,15 @@ func (c *call) failureMessage() string {
 func (c *call) writeHeld() {
 	c.markNoClientRetry()
 	c.w.WriteHeader(c.aw.status)
-	_, _ = c.w.Write(c.aw.held.Bytes())
-	c.end = ending{status: c.aw.status, errorType: policy.UpstreamErrorType(c.aw.held.Bytes())}
+	_, _ = c.w.Write(c.aw.buf.Bytes())
+	c.end = ending{status: c.aw.status}
+	if c.aw.inband {
+		// The stream as it came: the error event the SDKs raise, and
+		// never retry, in place of an answer.
+		c.end.errorType = c.tap.progress.Err.Type
+	} else {
+		c.end.errorType = policy.UpstreamErrorType(c.aw.buf.Bytes())
+	}
 }
 
 // markNoClientRetry tells the official SDKs not to retry a failure the
@@ -648,29 +667,46 @@ func (c *call) writeError(kind policy.ErrorKind, msg, param string) {
 }
 
 // completeResponse ends a response that reached the client: it reads the
-// tapped usage and, when a stream stopped before its terminal event,
-// appends the dialect's in-band error so the client cannot take the cut
-// answer for a whole one (SPEC "Streaming").
-func (c *call) completeResponse() {
-	if c.aw.strip != nil {
-		c.aw.strip.flush()
+// tapped usage and judges the response. A stream that stopped before its
+// proper end gets the dialect's in-band error event, so the client cannot
+// take the cut answer for a whole one; a stream that carried an error event
+// and a body cut short (aborted) are errors too. Each such failure counts
+// against the model's circuit like the status it stands for.
+func (c *call) completeResponse(aborted bool) {
+	t := &c.tap
+	t.finish(c.w)
+	c.end = ending{status: c.aw.status, errorType: t.errorType}
+	cut, cutType, cutReason := policy.CutIncomplete, "stream_incomplete", policy.ReasonConnection
+	if c.aw.silent.Load() {
+		cut, cutType, cutReason = policy.CutIdle, policy.UpstreamTimeout.String(), policy.ReasonTimeout
 	}
-	c.tap.finish()
-	c.end = ending{status: c.aw.status, errorType: c.tap.errorType}
 	c.recordHealth(c.aw.status, "")
-	// A client that left before the stream's terminal event gets no cut
-	// event and is logged as gone. One that left after it had the whole
-	// answer: the OpenAI SDKs close the connection as soon as they read
-	// `data: [DONE]`, often before the upstream's body has ended.
-	if c.r.Context().Err() != nil && !c.tap.progress.Done {
+	switch {
+	case !successful(c.aw.status):
+	case c.r.Context().Err() != nil && !t.progress.Done:
+		// A client that left before the stream's proper end gets no cut
+		// event and is logged as gone. One that left after it had the
+		// whole answer: the OpenAI SDKs close the connection as soon as
+		// they read `data: [DONE]`, often before the upstream's body has
+		// ended.
 		c.end.errorType = "client_closed"
-		return
-	}
-	if c.tap.incompleteStream() {
-		c.recordHealth(c.aw.status, policy.ReasonConnection)
-		_, _ = c.w.Write(policy.StreamCutEvent(c.dialect, c.endpoint))
+	case t.progress.Err.Status != 0:
+		// The model's health is judged by the status the event stands for.
+		c.end.errorType = t.progress.Err.Type
+		c.recordHealth(t.progress.Err.Status, "")
+	case t.incompleteStream():
+		sep, event := t.cutEvent(cut)
+		_, _ = c.w.Write(sep)
+		_, _ = c.w.Write(event)
 		_ = http.NewResponseController(c.w).Flush()
-		c.end.errorType = "stream_incomplete"
+		c.end.errorType = cutType
+		c.recordHealth(c.aw.status, cutReason)
+	case aborted && !t.sse:
+		c.end.errorType = "response_incomplete"
+		if cut == policy.CutIdle {
+			c.end.errorType = cutType
+		}
+		c.recordHealth(c.aw.status, cutReason)
 	}
 }
 

@@ -39,7 +39,10 @@ type Config struct {
 	// AttemptTimeout bounds the wait for one attempt's response headers;
 	// zero is off.
 	AttemptTimeout time.Duration
-	Fallbacks      policy.Fallbacks
+	// IdleTimeout bounds the silence of a response once its headers are
+	// in; zero is off.
+	IdleTimeout time.Duration
+	Fallbacks   policy.Fallbacks
 	// ClientRetries, when false, marks a failure the gateway already
 	// retried with `x-should-retry: false`.
 	ClientRetries bool

@@ -110,7 +110,7 @@ func (c *call) requestStreamUsage() {
 		return
 	}
 	if c.req.RequestStreamUsage() {
-		c.aw.strip = &usageStripper{w: c.w}
+		c.tap.strip = true
 	}
 }
 

@@ -14,6 +14,9 @@ var (
 	requestsTotal = counter("requests_total",
 		"LLM API requests handled, by dialect, requested model and the status the client received.",
 		"dialect", "model", "status")
+	errorsTotal = counter("errors_total",
+		"LLM API requests that ended in an error (each api_call_error log line), by dialect, requested model and error type; a stream that broke off or carried an error event counts here though its status was 200.",
+		"dialect", "model", "error_type")
 	attemptsTotal = counter("attempts_total",
 		"Upstream attempts, first tries and retries, by dialect and the model tried.",
 		"dialect", "model")
@@ -65,7 +68,7 @@ func counter(name, help string, labels ...string) *prometheus.CounterVec {
 // config load's registry.
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
-		requestsTotal, attemptsTotal, retriesTotal, fallbacksTotal, tokensTotal,
+		requestsTotal, errorsTotal, attemptsTotal, retriesTotal, fallbacksTotal, tokensTotal,
 		circuitTransitionsTotal, retryBudgetDeniedTotal, guardActionsTotal, paceTotal, limitedTotal, limitTokensTotal, estimateRatio, overheadSeconds,
 	}
 }
@@ -118,6 +121,27 @@ func plausibleModel(s string) bool {
 		}
 	}
 	return true
+}
+
+// errorTypes are the error_type label values: the gateway's own, and the
+// documented error types and codes of both providers. An upstream may send
+// any string, so others are counted as "other".
+var errorTypes = map[string]bool{
+	"client_closed": true, "stream_incomplete": true, "response_incomplete": true, "stream_error": true,
+	"upstream_error": true, "handler_error": true, "no_response": true, "connection_error": true,
+	"timeout_error": true, "model_unavailable": true, "request_too_large": true,
+	"invalid_request_error": true, "context_length_exceeded": true, "rate_limit_error": true,
+	"authentication_error": true, "billing_error": true, "permission_error": true, "not_found_error": true,
+	"conflict_error": true, "api_error": true, "overloaded_error": true, "server_error": true,
+	"insufficient_quota": true, "rate_limit_exceeded": true, "requests": true, "tokens": true,
+	"response_failed": true,
+}
+
+func errorTypeLabel(t string) string {
+	if errorTypes[t] {
+		return t
+	}
+	return "other"
 }
 
 // statusLabels holds every status as a string, so labelling allocates nothing.

@@ -65,6 +65,9 @@ func (c *call) finish() {
 	c.settle(usage, status)
 	dialect := c.dialect.String()
 	requestsTotal.WithLabelValues(dialect, modelLabel(c.req.Model), statusLabel(status)).Inc()
+	if failed {
+		errorsTotal.WithLabelValues(dialect, modelLabel(c.req.Model), errorTypeLabel(c.end.errorType)).Inc()
+	}
 	if usage.InputTokens > 0 {
 		tokensTotal.WithLabelValues(modelLabel(c.model), "input").Add(float64(usage.InputTokens))
 	}
@@ -108,7 +111,7 @@ func (c *call) logRetry(wait time.Duration) {
 		zap.Int64("delay_ms", wait.Milliseconds()),
 	}
 	if c.last.held {
-		fields = append(fields, zap.Int("status", c.aw.status))
+		fields = append(fields, zap.Int("status", c.aw.failedStatus()))
 	} else if c.last.err != nil {
 		fields = append(fields, zap.String("error", c.last.err.Error()))
 	}

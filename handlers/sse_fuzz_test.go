@@ -2,59 +2,69 @@ package handlers
 
 import (
 	"bytes"
-	"net/http"
 	"testing"
 
+	"github.com/ai-resilience/caddy-ai-resilience/handlers/sse/ssetest"
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
-// FuzzEventStream feeds arbitrary upstream bytes, split at an arbitrary
-// point, through the stream tap and the usage stripper. Neither may panic;
-// the stripper may only ever leave out whole usage events, so its output
-// is the input with some events removed, and with no usage event inside it
-// is the input unchanged.
+// FuzzEventStream feeds arbitrary upstream bytes, split at two arbitrary
+// points, through the stream tap of each API, stripping the Chat usage
+// chunk, and compares with the reference parser: the tap must judge the
+// stream as the reference's events say, and the stripper's output must be
+// the input less exactly the blocks whose event is a usage-only chunk.
+// Work per input is linear in its size.
 func FuzzEventStream(f *testing.F) {
-	f.Add([]byte(chatStreamWithUsage), uint16(10))
-	f.Add([]byte(crlf(chatStreamWithUsage)), uint16(40))
-	f.Add([]byte(anthropicStream), uint16(3))
-	f.Add([]byte(cr(anthropicStream)), uint16(100))
-	f.Add([]byte("data: {\"choices\":[],\"usage\":{}}\r\n\r\ndata: [DONE]"), uint16(7))
-	f.Add([]byte("event: error\ndata: {\"type\":\"error\"}\n\n\n\n:comment\nretry: 5\n"), uint16(0))
-	h := http.Header{"Content-Type": {"text/event-stream"}}
-	f.Fuzz(func(t *testing.T, stream []byte, split uint16) {
-		at := int(split) % (len(stream) + 1)
+	f.Add([]byte(chatStreamWithUsage), uint16(10), uint16(90))
+	f.Add([]byte(crlf(chatStreamWithUsage)), uint16(40), uint16(41))
+	f.Add([]byte(cr(chatStreamWithUsage)), uint16(75), uint16(76))
+	f.Add([]byte(anthropicStream), uint16(3), uint16(200))
+	f.Add([]byte(cr(anthropicStream)), uint16(100), uint16(101))
+	f.Add([]byte(dataOnlyResponses), uint16(50), uint16(51))
+	f.Add([]byte("data: {\"choices\":[],\"usage\":{}}\r\n\r\ndata: [DONE]"), uint16(7), uint16(30))
+	f.Add([]byte("event: error\ndata: {\"type\":\"error\"}\n\n\n\n:comment\nretry: 5\n"), uint16(0), uint16(1))
+	f.Fuzz(func(t *testing.T, stream []byte, a, b uint16) {
+		if len(stream) > 1<<16 {
+			return
+		}
+		at, bt := int(a)%(len(stream)+1), int(b)%(len(stream)+1)
 		for _, api := range []struct {
 			d policy.Dialect
 			e policy.Endpoint
 		}{{policy.Anthropic, policy.Messages}, {policy.OpenAI, policy.ChatCompletions}, {policy.OpenAI, policy.Responses}} {
-			tap := responseTap{dialect: api.d, endpoint: api.e}
-			tap.start(200, h)
-			tap.write(stream[:at])
-			tap.write(stream[at:])
-			tap.finish()
-		}
-		var out bytes.Buffer
-		s := usageStripper{w: &out}
-		_, _ = s.write(stream[:at])
-		_, _ = s.write(stream[at:])
-		s.flush()
-		if !isSubsequence(out.Bytes(), stream) {
-			t.Fatalf("stripper output is not the input with parts left out:\n in %q\nout %q", stream, out.Bytes())
-		}
-		if !bytes.Contains(stream, []byte("usage")) && !bytes.Equal(out.Bytes(), stream) {
-			t.Fatalf("stripper changed a stream without usage:\n in %q\nout %q", stream, out.Bytes())
+			tap := &responseTap{dialect: api.d, endpoint: api.e, strip: api.e == policy.ChatCompletions}
+			tap.start(200, sseHeader)
+			var out bytes.Buffer
+			_ = tap.pass(stream[:min(at, bt)], &out)
+			_ = tap.pass(stream[min(at, bt):max(at, bt)], &out)
+			_ = tap.pass(stream[max(at, bt):], &out)
+			tap.finish(&out)
+
+			var want policy.StreamProgress
+			var kept []byte
+			for _, block := range ssetest.Blocks(stream, policy.StreamFields(api.d, api.e)) {
+				drop := false
+				if block.Event != nil {
+					ev := ssetest.ToStream(*block.Event)
+					// The tap passes over the data of an event whose name
+					// needs none read, and loses the stream when a later
+					// name needs it after all.
+					ev.Unread = len(block.Event.DataName) > 0 && !policy.StreamReadsData(api.d, api.e, block.Event.DataName) &&
+						ev.Named && policy.StreamReadsData(api.d, api.e, ev.Name)
+					drop = tap.strip && !ev.Unread && policy.IsUsageOnlyEvent(api.d, api.e, ev)
+					want.Observe(api.d, api.e, ev)
+				}
+				if !drop {
+					kept = append(kept, block.Bytes...)
+				}
+			}
+			if tap.progress != want {
+				t.Fatalf("%v %v: progress %+v, reference %+v", api.d, api.e, tap.progress, want)
+			}
+			if !bytes.Equal(out.Bytes(), kept) {
+				t.Fatalf("%v %v: output\n%q\nwant\n%q", api.d, api.e, out.Bytes(), kept)
+			}
+			tap.release()
 		}
 	})
-}
-
-// isSubsequence reports whether a can be made from b by leaving bytes out.
-func isSubsequence(a, b []byte) bool {
-	for _, c := range a {
-		i := bytes.IndexByte(b, c)
-		if i < 0 {
-			return false
-		}
-		b = b[i+1:]
-	}
-	return true
 }

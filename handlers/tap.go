@@ -2,9 +2,12 @@ package handlers
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"strings"
+	"sync"
 
+	"github.com/ai-resilience/caddy-ai-resilience/handlers/sse"
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
@@ -12,13 +15,15 @@ import (
 // afterwards; a longer body is passed on whole but its usage goes unread.
 const maxTappedBody = 8 << 20
 
-// maxEventData bounds one server-sent event's data. A Responses API
-// response.completed event repeats the whole answer, so this is generous.
-const maxEventData = 8 << 20
+// maxHeldEvent bounds the part of one event the usage stripper holds back
+// until the event's end; a usage chunk is a few hundred bytes, so a longer
+// event is passed on as it arrives.
+const maxHeldEvent = 64 << 10
 
 // responseTap watches a response on its way to the client: it reads usage
-// and the stop reason, and for streams, whether the terminal event passed.
-// It never changes or delays a byte.
+// and the stop reason, and for streams, which events passed and whether
+// the stream reached its proper end. It never delays a byte, and changes
+// none but for the usage chunk it may strip.
 type responseTap struct {
 	dialect  policy.Dialect
 	endpoint policy.Endpoint
@@ -26,16 +31,44 @@ type responseTap struct {
 	status int
 	sse    bool          // the response is a successful text/event-stream
 	json   *bytes.Buffer // the JSON body so far (non-stream), pooled
-
-	// SSE parsing state, carried across writes.
-	line     []byte // an unfinished line
-	event    []byte // the current event's name
-	data     []byte // the current event's data lines, joined by \n
-	overflow bool   // the current event's data went over maxEventData
-	lastCR   bool   // the previous write ended in \r, which may pair with a leading \n
+	parser *sse.Parser   // the stream's parser, pooled
 
 	progress  policy.StreamProgress
 	errorType string // the error.type of an error response
+
+	// strip, when set, leaves out of a Chat Completions stream the usage
+	// chunk that the gateway asked for on the client's behalf, so the
+	// client sees exactly the stream it requested. An event is passed on
+	// once its closing blank line arrives, which is when an SSE client
+	// could use it anyway.
+	strip   bool
+	hold    []byte // the current event's bytes from earlier writes
+	passing bool   // the current event outgrew hold and is passed on as it comes
+	// The last write ended with the CR of a blank line, whose LF may start
+	// the next: endCR says whether that event was kept or dropped, for
+	// its LF to share its fate.
+	endCR, droppedCR bool
+	cur              []byte    // the bytes being passed
+	from             int       // the start of cur's bytes not yet passed on or dropped
+	dst              io.Writer // where they go
+	werr             error     // the first error writing to dst
+}
+
+// parsers recycles stream parsers, whose buffers are a few kilobytes.
+var parsers = sync.Pool{New: func() any { return new(sse.Parser) }}
+
+// streamFields holds each API's compiled StreamFields, by dialect and
+// endpoint.
+var streamFields sync.Map
+
+func fieldsFor(d policy.Dialect, e policy.Endpoint) *sse.Fields {
+	key := [2]uint8{uint8(d), uint8(e)}
+	if f, ok := streamFields.Load(key); ok {
+		return f.(*sse.Fields)
+	}
+	reads := func(name []byte) bool { return policy.StreamReadsData(d, e, name) }
+	f, _ := streamFields.LoadOrStore(key, sse.Compile(policy.StreamFields(d, e), reads))
+	return f.(*sse.Fields)
 }
 
 // start prepares the tap for a response with the given status and headers.
@@ -45,6 +78,8 @@ func (t *responseTap) start(status int, h http.Header) {
 	t.status = status
 	if isEventStream(h.Get("Content-Type")) && successful(status) {
 		t.sse = true
+		t.parser = parsers.Get().(*sse.Parser)
+		t.parser.Reset(fieldsFor(t.dialect, t.endpoint))
 		return
 	}
 	t.json = getBuffer()
@@ -59,115 +94,86 @@ func isEventStream(contentType string) bool {
 
 func successful(status int) bool { return status >= 200 && status <= 299 }
 
-// write takes the next bytes sent to the client.
-func (t *responseTap) write(p []byte) {
+// pass takes the next bytes of the response and writes them to dst (less a
+// stripped usage chunk).
+func (t *responseTap) pass(p []byte, dst io.Writer) error {
 	switch {
+	case t.sse && t.strip:
+		return t.passStripped(p, dst)
 	case t.sse:
-		t.scan(p)
+		t.parser.Feed(p, t)
 	case t.json != nil && t.json.Len()+len(p) <= maxTappedBody:
 		t.json.Write(p)
 	case t.json != nil:
 		putBuffer(t.json)
 		t.json = nil
 	}
+	_, err := dst.Write(p)
+	return err
 }
 
-// scan splits p into SSE lines (reference: the WHATWG event-stream format:
-// lines end in \n, \r\n or \r; a blank line dispatches the event).
-func (t *responseTap) scan(p []byte) {
-	if t.lastCR && len(p) > 0 {
-		t.lastCR = false
+// passStripped passes a stream's bytes on event by event, leaving out the
+// usage chunk.
+func (t *responseTap) passStripped(p []byte, dst io.Writer) error {
+	t.cur, t.from, t.dst, t.werr = p, 0, dst, nil
+	if t.endCR && len(p) > 0 {
+		t.endCR = false
 		if p[0] == '\n' {
-			p = p[1:]
-		}
-	}
-	for len(p) > 0 {
-		i := lineEnd(p)
-		if i < 0 {
-			t.line = append(t.line, p...)
-			return
-		}
-		var line []byte
-		if len(t.line) > 0 {
-			t.line = append(t.line, p[:i]...)
-			line = t.line
-		} else {
-			line = p[:i]
-		}
-		// A \r\n pair is one line end; a \r at the very end of p may be
-		// followed by \n in the next write, which must not count as an
-		// empty line, so remember it.
-		skip := i + 1
-		if p[i] == '\r' {
-			if skip == len(p) {
-				t.lastCR = true
-			} else if p[skip] == '\n' {
-				skip++
+			if !t.droppedCR {
+				t.emit(p[:1])
 			}
+			t.from = 1
 		}
-		t.field(line)
-		t.line = t.line[:0]
-		p = p[skip:]
 	}
+	t.parser.Feed(p, t)
+	rest := p[t.from:]
+	switch {
+	case t.passing:
+		t.emit(rest)
+	case len(t.hold)+len(rest) > maxHeldEvent:
+		t.emit(t.hold)
+		t.emit(rest)
+		t.hold, t.passing = t.hold[:0], true
+	default:
+		t.hold = append(t.hold, rest...)
+	}
+	t.cur, t.dst = nil, nil
+	return t.werr
 }
 
-// lineEnd returns the index of the first \n or \r in p, or -1. Streams
-// use \n, so the \r search is confined to the text before it; this is
-// several times faster than bytes.IndexAny on every event.
-func lineEnd(p []byte) int {
-	n := bytes.IndexByte(p, '\n')
-	scope := p
-	if n >= 0 {
-		scope = p[:n]
+// Boundary takes each blank line of the stream and the event it ended.
+func (t *responseTap) Boundary(end int, ev *policy.StreamEvent) {
+	drop := false
+	if ev != nil {
+		t.progress.Observe(t.dialect, t.endpoint, ev)
+		drop = t.strip && !t.passing && policy.IsUsageOnlyEvent(t.dialect, t.endpoint, ev)
 	}
-	if r := bytes.IndexByte(scope, '\r'); r >= 0 {
-		return r
-	}
-	return n
-}
-
-// field handles one complete line of an event stream.
-func (t *responseTap) field(line []byte) {
-	if len(line) == 0 {
-		t.dispatch()
+	if !t.strip {
 		return
 	}
-	name, value, _ := bytes.Cut(line, []byte{':'})
-	if len(value) > 0 && value[0] == ' ' {
-		value = value[1:]
+	if !drop {
+		t.emit(t.hold)
+		t.emit(t.cur[t.from:end])
 	}
-	switch string(name) {
-	case "event":
-		t.event = append(t.event[:0], value...)
-	case "data":
-		if t.overflow || len(t.data)+len(value)+1 > maxEventData {
-			t.overflow = true
-			return
-		}
-		if len(t.data) > 0 {
-			t.data = append(t.data, '\n')
-		}
-		t.data = append(t.data, value...)
+	t.endCR, t.droppedCR = end == len(t.cur) && t.cur[end-1] == '\r', drop
+	t.hold, t.from, t.passing = t.hold[:0], end, false
+}
+
+// emit writes to the current destination.
+func (t *responseTap) emit(b []byte) {
+	if len(b) > 0 && t.werr == nil {
+		_, t.werr = t.dst.Write(b)
 	}
 }
 
-// dispatch ends the current event.
-func (t *responseTap) dispatch() {
-	if (len(t.data) > 0 || len(t.event) > 0) && !t.overflow {
-		t.progress.Observe(t.dialect, t.endpoint, t.event, t.data)
-	}
-	t.event, t.data, t.overflow = t.event[:0], t.data[:0], false
-}
-
-// finish is called when the response body has ended. It dispatches an
-// event whose final blank line never came and reads a JSON body's usage.
-func (t *responseTap) finish() {
+// finish is called when the response body has ended: it passes on what the
+// stripper held of an event that never ended, and reads a JSON body's usage.
+func (t *responseTap) finish(dst io.Writer) {
 	if t.sse {
-		if len(t.line) > 0 {
-			t.field(t.line)
-			t.line = t.line[:0]
+		if len(t.hold) > 0 {
+			_, _ = dst.Write(t.hold)
+			t.hold = t.hold[:0]
 		}
-		t.dispatch()
 		return
 	}
 	if t.json == nil {
@@ -183,13 +189,35 @@ func (t *responseTap) finish() {
 }
 
 // incompleteStream reports whether a successful stream ended without its
-// terminal event, so that the gateway must say so in-band.
+// proper end, so that the gateway must say so in-band. A stream with
+// events, none of them of its API's catalogue, is one the gateway cannot
+// judge: it is left as it came.
 func (t *responseTap) incompleteStream() bool {
-	return t.sse && !t.progress.Done
+	p := &t.progress
+	return t.sse && !p.Done && !p.Lost && (p.Followed || p.Events == 0)
 }
+
+// cutEvent returns what ends an incomplete stream: a line end and a blank
+// line where the stream stopped inside a line or an event, so that the
+// client's parser is at the start of an event, then the in-band error.
+func (t *responseTap) cutEvent(why policy.StreamCut) (sep, event []byte) {
+	midLine, midEvent, lastCR := t.parser.Pending()
+	n := 0
+	for _, b := range [...]bool{lastCR, midLine, midEvent} {
+		if b {
+			n++ // a CR's LF joins it as one line end; the others end a line
+		}
+	}
+	return blankLines[:n], policy.StreamCutEvent(t.dialect, t.endpoint, why)
+}
+
+var blankLines = []byte("\n\n\n")
 
 // release returns pooled memory; the tap is reset for the next attempt.
 func (t *responseTap) release() {
 	putBuffer(t.json)
-	*t = responseTap{dialect: t.dialect, endpoint: t.endpoint, line: t.line[:0], event: t.event[:0], data: t.data[:0]}
+	if t.parser != nil {
+		parsers.Put(t.parser)
+	}
+	*t = responseTap{dialect: t.dialect, endpoint: t.endpoint, strip: t.strip, hold: t.hold[:0]}
 }

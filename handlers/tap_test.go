@@ -1,9 +1,13 @@
 package handlers
 
 import (
+	"bytes"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 
+	"github.com/ai-resilience/caddy-ai-resilience/handlers/sse/ssetest"
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
@@ -16,36 +20,118 @@ const anthropicStream = "event: message_start\n" +
 	"event: message_stop\n" +
 	"data: {\"type\":\"message_stop\"}\n\n"
 
+// dataOnlyResponses is a Responses stream as OpenAI-compatible upstreams
+// send it: data lines only, the type in the JSON.
+const dataOnlyResponses = "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"status\":\"in_progress\"}}\n\n" +
+	"data: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"Hi\"}\n\n" +
+	"data: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"status\":\"completed\",\"usage\":{\"input_tokens\":76,\"output_tokens\":73,\"total_tokens\":149}}}\n\n"
+
+var sseHeader = http.Header{"Content-Type": {"text/event-stream; charset=utf-8"}}
+
+// tapStream runs a stream through a tap in two writes split at i.
+func tapStream(d policy.Dialect, e policy.Endpoint, stream string, i int) *responseTap {
+	tap := &responseTap{dialect: d, endpoint: e}
+	tap.start(200, sseHeader)
+	_ = tap.pass([]byte(stream[:i]), io.Discard)
+	_ = tap.pass([]byte(stream[i:]), io.Discard)
+	tap.finish(io.Discard)
+	return tap
+}
+
+// framings rewrites a stream in each way the standard allows: CRLF or CR
+// line ends, comments, reconnection fields, data split over lines, a byte
+// order mark.
+func framings(stream string) map[string]string {
+	fancy := strings.ReplaceAll(stream, "\ndata: {", "\n: keep-alive\nid: 42\nretry: 3000\ndata:{\ndata: ")
+	return map[string]string{
+		"lf":        stream,
+		"crlf":      crlf(stream),
+		"cr":        cr(stream),
+		"fancy":     fancy,
+		"fancycrlf": crlf(fancy),
+		"bom":       "\xEF\xBB\xBF" + stream,
+	}
+}
+
 // TestTapFollowsStreamsAtEverySplit checks usage, stop reason and the
-// terminal event for every way of splitting a stream into two writes, with
-// \n, \r\n and \r line ends.
+// proper end of each API's stream in every framing, split at every byte.
 func TestTapFollowsStreamsAtEverySplit(t *testing.T) {
-	h := http.Header{"Content-Type": {"text/event-stream; charset=utf-8"}}
-	for name, stream := range map[string]string{"lf": anthropicStream, "crlf": crlf(anthropicStream), "cr": cr(anthropicStream)} {
-		for i := 0; i <= len(stream); i++ {
-			tap := responseTap{dialect: policy.Anthropic, endpoint: policy.Messages}
-			tap.start(200, h)
-			tap.write([]byte(stream[:i]))
-			tap.write([]byte(stream[i:]))
-			tap.finish()
-			u := tap.progress.Usage
-			if u.InputTokens != 30 || u.OutputTokens != 15 || u.StopReason != "end_turn" || tap.incompleteStream() {
-				t.Fatalf("%s split at %d: usage %+v, incomplete %v", name, i, u, tap.incompleteStream())
+	for _, c := range []struct {
+		name   string
+		d      policy.Dialect
+		e      policy.Endpoint
+		stream string
+		want   policy.Usage
+	}{
+		{"anthropic", policy.Anthropic, policy.Messages, anthropicStream, policy.Usage{InputTokens: 30, OutputTokens: 15, StopReason: "end_turn"}},
+		{"chat", policy.OpenAI, policy.ChatCompletions, chatStreamWithUsage, policy.Usage{InputTokens: 9, OutputTokens: 2, StopReason: "stop"}},
+		{"responses-data-only", policy.OpenAI, policy.Responses, dataOnlyResponses, policy.Usage{InputTokens: 76, OutputTokens: 73, StopReason: "completed"}},
+	} {
+		for framing, stream := range framings(c.stream) {
+			for i := 0; i <= len(stream); i++ {
+				tap := tapStream(c.d, c.e, stream, i)
+				if tap.progress.Usage != c.want || tap.incompleteStream() || tap.progress.Err.Status != 0 {
+					t.Fatalf("%s %s split at %d: progress %+v, incomplete %v", c.name, framing, i, tap.progress, tap.incompleteStream())
+				}
+				tap.release()
 			}
 		}
 	}
 }
 
-// TestTapSeesACutStream: without message_stop the stream is incomplete.
-func TestTapSeesACutStream(t *testing.T) {
-	h := http.Header{"Content-Type": {"text/event-stream"}}
-	cut := anthropicStream[:len(anthropicStream)-len("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")]
-	tap := responseTap{dialect: policy.Anthropic, endpoint: policy.Messages}
-	tap.start(200, h)
-	tap.write([]byte(cut))
-	tap.finish()
-	if !tap.incompleteStream() {
-		t.Fatal("a stream without message_stop was taken as complete")
+// TestTapProperEnds: each API's proper ends, and what is not one.
+func TestTapProperEnds(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		d          policy.Dialect
+		e          policy.Endpoint
+		stream     string
+		incomplete bool
+		errType    string
+		errStatus  int
+	}{
+		{"anthropic cut", policy.Anthropic, policy.Messages, anthropicStream[:strings.Index(anthropicStream, "event: message_stop")], true, "", 0},
+		{"anthropic unfinished last event", policy.Anthropic, policy.Messages, strings.TrimSuffix(anthropicStream, "\n"), true, "", 0},
+		{"anthropic error", policy.Anthropic, policy.Messages, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n", false, "overloaded_error", 529},
+		{"anthropic data-only", policy.Anthropic, policy.Messages, "data: {\"type\":\"message_start\",\"message\":{}}\n\ndata: {\"type\":\"message_stop\"}\n\n", false, "", 0},
+		{"chat done", policy.OpenAI, policy.ChatCompletions, "data: {\"choices\":[]}\n\ndata: [DONE]\n\n", false, "", 0},
+		{"chat cut", policy.OpenAI, policy.ChatCompletions, "data: {\"choices\":[]}\n\n", true, "", 0},
+		{"chat error", policy.OpenAI, policy.ChatCompletions, "data: {\"error\":{\"message\":\"x\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n", false, "server_error", 500},
+		{"chat rate limit", policy.OpenAI, policy.ChatCompletions, "data: {\"error\":{\"message\":\"x\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}\n\n", false, "requests", 429},
+		{"responses incomplete", policy.OpenAI, policy.Responses, "event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",\"incomplete_details\":{\"reason\":\"max_output_tokens\"}}}\n\n", false, "", 0},
+		{"responses failed", policy.OpenAI, policy.Responses, "data: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"x\"}}}\n\n", false, "server_error", 500},
+		{"responses error", policy.OpenAI, policy.Responses, "data: {\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":\"x\",\"param\":null}\n\n", false, "rate_limit_exceeded", 429},
+		{"responses cut", policy.OpenAI, policy.Responses, dataOnlyResponses[:strings.LastIndex(dataOnlyResponses, "data:")], true, "", 0},
+		{"empty", policy.OpenAI, policy.Responses, "", true, "", 0},
+		// The data of a delta is passed over; named message_delta after it,
+		// the event cannot be read: the stream is passed on as it is.
+		{"renamed after its data", policy.Anthropic, policy.Messages, "event: content_block_delta\ndata: {\"usage\":{\"output_tokens\":3}}\nevent: message_delta\n\n", false, "", 0},
+		{"foreign events", policy.OpenAI, policy.Responses, "data: {\"candidates\":[]}\n\n", false, "", 0},
+	} {
+		tap := tapStream(c.d, c.e, c.stream, len(c.stream)/2)
+		if tap.incompleteStream() != c.incomplete || tap.progress.Err.Type != c.errType || tap.progress.Err.Status != c.errStatus {
+			t.Errorf("%s: incomplete %v, error %+v; want %v, %q %d", c.name, tap.incompleteStream(), tap.progress.Err, c.incomplete, c.errType, c.errStatus)
+		}
+	}
+}
+
+// TestTapCutEventStartsAnEvent: whatever the stream stopped in the middle
+// of, the appended error is a separate event for a client's parser.
+func TestTapCutEventStartsAnEvent(t *testing.T) {
+	paths := policy.StreamFields(policy.Anthropic, policy.Messages)
+	for i := 0; i <= len(anthropicStream); i++ {
+		for _, stream := range []string{anthropicStream[:i], cr(anthropicStream[:i])} {
+			tap := tapStream(policy.Anthropic, policy.Messages, stream, len(stream)/2)
+			sep, event := tap.cutEvent(policy.CutIncomplete)
+			events := ssetest.Events([]byte(stream+string(sep)+string(event)), paths)
+			last := events[len(events)-1]
+			if last.Name != "error" || !strings.Contains(string(event), last.Head) {
+				t.Fatalf("cut at %d: the last event is %+v", i, last)
+			}
+			if complete := ssetest.Events([]byte(stream), paths); len(events) > len(complete)+2 {
+				t.Fatalf("cut at %d: %d events for %d whole ones", i, len(events), len(complete))
+			}
+		}
 	}
 }
 
@@ -54,27 +140,22 @@ func TestTapReadsJSONUsageAndErrors(t *testing.T) {
 	h := http.Header{"Content-Type": {"application/json"}}
 	tap := responseTap{dialect: policy.OpenAI, endpoint: policy.ChatCompletions}
 	tap.start(200, h)
-	tap.write([]byte(`{"choices":[{"finish_reason":"length"}],"usage":{"prompt_tokens":7,`))
-	tap.write([]byte(`"completion_tokens":3}}`))
-	tap.finish()
+	var out bytes.Buffer
+	_ = tap.pass([]byte(`{"choices":[{"finish_reason":"length"}],"usage":{"prompt_tokens":7,`), &out)
+	_ = tap.pass([]byte(`"completion_tokens":3}}`), &out)
+	tap.finish(&out)
 	if u := tap.progress.Usage; u.InputTokens != 7 || u.OutputTokens != 3 || u.StopReason != "length" {
 		t.Fatalf("usage %+v", u)
 	}
 	tap.release()
 	tap.start(400, h)
-	tap.write([]byte(`{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}`))
-	tap.finish()
+	_ = tap.pass([]byte(`{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}`), &out)
+	tap.finish(&out)
 	if tap.errorType != "invalid_request_error" {
 		t.Fatalf("error type %q", tap.errorType)
 	}
 }
 
-func cr(s string) string {
-	b := []byte(s)
-	for i := range b {
-		if b[i] == '\n' {
-			b[i] = '\r'
-		}
-	}
-	return string(b)
-}
+func cr(s string) string { return strings.ReplaceAll(s, "\n", "\r") }
+
+func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }

@@ -55,8 +55,10 @@ type setup struct {
 	// upstream wraps the mock provider, for example to rewrite paths; nil
 	// serves the mock as it is.
 	upstream func(http.Handler) http.Handler
-	// global are more global options, such as server timeouts.
+	// global are more global options, such as a servers block.
 	global string
+	// proxy are lines inside the reverse_proxy block.
+	proxy string
 }
 
 // startGatewayWith runs Caddy with ai_resilience and a reverse_proxy to a
@@ -77,8 +79,10 @@ func startGatewayWith(t *testing.T, s setup) *gateway {
 		ai_resilience {
 %s
 		}
-		reverse_proxy %s
-	}`, s.site, path, s.before, s.options, upstream.URL)), mock: mock}
+		reverse_proxy %s {
+%s
+		}
+	}`, s.site, path, s.before, s.options, upstream.URL, s.proxy)), mock: mock}
 }
 
 // directives joins ai_resilience subdirectives, one per line.

@@ -461,10 +461,3 @@ func numberValue(raw []byte) (n int64, ok bool) {
 func bytesView(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
-
-// IsUsageOnlyChunk reports whether a Chat Completions stream event's data is
-// the usage chunk that include_usage adds: empty choices and a usage object.
-func IsUsageOnlyChunk(data []byte) bool {
-	r := gjson.GetManyBytes(data, "choices.#", "usage")
-	return r[0].Exists() && r[0].Int() == 0 && r[1].IsObject()
-}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	bigmath "math/big"
@@ -54,11 +55,15 @@ func FuzzUsageCounts(f *testing.F) {
 				t.Fatalf("%s: usage %+v sums below zero", b.body, u)
 			}
 		}
+		// A stream's usage, as its events' fields give it.
 		var s StreamProgress
-		s.Observe(Anthropic, Messages, []byte("message_start"), []byte(fmt.Sprintf(`{"message":{"usage":{"input_tokens":%s,"cache_read_input_tokens":%s}}}`, in, cacheRead)))
-		s.Observe(Anthropic, Messages, []byte("message_delta"), []byte(fmt.Sprintf(`{"usage":{"output_tokens":%s}}`, out)))
-		if s.InputTokens < 0 || s.OutputTokens < 0 {
-			t.Fatalf("stream usage %+v is negative", s.Usage)
+		num := func(v string) JSONValue { return JSONValue{Kind: JSONNumber, Text: []byte(v)} }
+		s.addAnthropicUsage([]JSONValue{num(in), num(cacheWrite), num(cacheRead), num(out)})
+		if !json.Valid([]byte(in)) || !json.Valid([]byte(cacheWrite)) || !json.Valid([]byte(cacheRead)) {
+			return
+		}
+		if a, b, c := s.InputTokens, num(in).Int(), num(cacheWrite).Int(); a < 0 && b >= 0 && c >= 0 && num(cacheRead).Int() >= 0 {
+			t.Fatalf("stream input tokens %d from %s, %s and %s wrapped below zero", a, in, cacheWrite, cacheRead)
 		}
 	})
 }

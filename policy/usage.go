@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"math"
 	"strings"
 
@@ -97,94 +96,4 @@ func responsesStop(status, incompleteReason string) string {
 		return incompleteReason
 	}
 	return status
-}
-
-// StreamProgress follows the events of one streamed response: the usage it
-// reports and whether it reached its proper end.
-type StreamProgress struct {
-	Usage
-	// Done is true once the stream's terminal event passed: anthropic
-	// message_stop, openai chat `data: [DONE]`, a Responses API
-	// response.completed/incomplete/failed, or an in-band error event from the
-	// upstream (which the client already sees as an error).
-	Done bool
-}
-
-// doneMarker is the last data line of OpenAI Chat and Completions streams.
-var doneMarker = []byte("[DONE]")
-
-// Observe takes one server-sent event: its `event:` name (possibly empty)
-// and its `data:` payload.
-func (s *StreamProgress) Observe(d Dialect, e Endpoint, event, data []byte) {
-	switch {
-	case d == Anthropic:
-		s.observeAnthropic(event, data)
-	case e == Responses:
-		s.observeResponses(event, data)
-	default:
-		s.observeChat(data)
-	}
-}
-
-// observeAnthropic follows the Messages stream (reference §1.6): input
-// tokens arrive in message_start, the cumulative output count and the stop
-// reason in message_delta, and message_stop ends it.
-func (s *StreamProgress) observeAnthropic(event, data []byte) {
-	switch string(event) {
-	case "message_start":
-		s.addAnthropic(gjson.GetBytes(data, "message.usage"))
-	case "message_delta":
-		r := gjson.GetManyBytes(data, "usage", "delta.stop_reason")
-		s.addAnthropic(r[0])
-		if r[1].Str != "" {
-			s.StopReason = r[1].Str
-		}
-	case "message_stop", "error":
-		s.Done = true
-	}
-}
-
-// observeResponses follows a Responses API stream, which has no [DONE]: it
-// ends with response.completed, response.incomplete or response.failed,
-// each carrying the final response with its usage.
-func (s *StreamProgress) observeResponses(event, data []byte) {
-	switch string(event) {
-	case "response.completed", "response.incomplete", "response.failed":
-		r := gjson.GetManyBytes(data, "response.usage.input_tokens", "response.usage.output_tokens", "response.status", "response.incomplete_details.reason")
-		s.InputTokens, s.OutputTokens = tokenCount(r[0]), tokenCount(r[1])
-		s.StopReason = responsesStop(r[2].Str, r[3].Str)
-		s.Done = true
-	case "error":
-		s.Done = true
-	}
-}
-
-// observeChat follows Chat Completions and legacy Completions streams: usage
-// comes in a final chunk (when stream_options.include_usage is set), the
-// finish reason in the last choice chunk, and `data: [DONE]` ends it. Every
-// chunk passes here, so it is one walk over the chunk's top level with no
-// copy unless a finish reason is kept.
-func (s *StreamProgress) observeChat(data []byte) {
-	if bytes.Equal(bytes.TrimSpace(data), doneMarker) {
-		s.Done = true
-		return
-	}
-	gjson.Parse(bytesView(data)).ForEach(func(key, value gjson.Result) bool {
-		switch key.Str {
-		case "usage":
-			if value.IsObject() {
-				s.InputTokens = tokenCount(gjson.Get(value.Raw, "prompt_tokens"))
-				s.OutputTokens = tokenCount(gjson.Get(value.Raw, "completion_tokens"))
-			}
-		case "choices":
-			if fr := gjson.Get(value.Raw, "0.finish_reason"); fr.Str != "" {
-				s.StopReason = strings.Clone(fr.Str)
-			}
-		case "error":
-			if value.IsObject() {
-				s.Done = true
-			}
-		}
-		return true
-	})
 }

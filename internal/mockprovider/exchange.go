@@ -54,8 +54,52 @@ func (ex *exchange) run() {
 	case ex.endpoint != endpointEmbeddings && gjson.GetBytes(ex.body, "stream").Bool():
 		ex.stream(ex.streamer())
 	default:
-		ex.writeJSON(http.StatusOK, ex.reply())
+		ex.writeReply(ex.reply())
 	}
+}
+
+// writeReply writes a successful JSON answer with its Content-Length, or
+// the part of it the step allows: cut= aborts the connection after that
+// many bytes, end= returns after them (the server then closes the
+// connection, the body being shorter than declared), and stall= sends them
+// and then nothing more while holding the connection open.
+func (ex *exchange) writeReply(v any) {
+	// The wire types in this package always marshal.
+	b, _ := json.Marshal(v)
+	ex.w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	ex.writeHeader(http.StatusOK, "application/json")
+	stop := len(b)
+	for _, n := range [...]int{ex.step.cut, ex.step.end, ex.step.stall} {
+		if n >= 0 {
+			stop = min(stop, n)
+		}
+	}
+	_, _ = ex.w.Write(b[:stop])
+	if stop == len(b) {
+		return
+	}
+	_ = http.NewResponseController(ex.w).Flush()
+	ex.breakOff(func() { <-ex.r.Context().Done() })
+}
+
+// breakOff ends an answer the step cuts short, reporting whether it did:
+// cut= aborts the connection (everything so far is flushed, so the client
+// sees an unexpected EOF mid-body), end= returns, stall= sits in silence
+// until the client leaves.
+func (ex *exchange) breakOff(silence func()) bool {
+	switch {
+	case ex.step.cut >= 0:
+		ex.note = " cut"
+		panic(http.ErrAbortHandler)
+	case ex.step.end >= 0:
+		ex.note = " end"
+	case ex.step.stall >= 0:
+		ex.note = " stall"
+		silence()
+	default:
+		return false
+	}
+	return true
 }
 
 // writeHeader sets the headers every response carries, records the status

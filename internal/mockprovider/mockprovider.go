@@ -23,12 +23,27 @@
 //	delay=<duration>          wait before answering
 //	events=<n>                text deltas in a stream (default 5)
 //	interval=<duration>       wait between stream events
-//	cut=<n>                   abort the connection after n deltas
+//	cut=<n>                   abort the connection after n deltas (a JSON reply: n bytes of it)
 //	end=<n>                   end the stream cleanly after n deltas, without its terminal events
-//	bytes=<n>                 pad a non-streamed reply to about n bytes
+//	                          (a JSON reply: end after n bytes, short of its Content-Length)
+//	stall=<n>                 after n deltas (a JSON reply: n bytes), send nothing more and
+//	                          hold the connection until the client leaves
+//	bytes=<n>                 pad a non-streamed reply, or a stream's last delta, to about n bytes
+//	framing=<word>+...        how stream events are written: lf (default), crlf, cr, dataonly
+//	                          (no event: lines), comments (a comment, id: and retry: before
+//	                          each event), multiline (the JSON split over two data: lines)
+//	inband=<type>             a 200 stream whose first event is the API's in-band error of that
+//	                          type (Anthropic event: error, a chat {"error":...} chunk, a
+//	                          Responses error event with that code)
+//	failed=<code>             end a Responses stream with response.failed carrying that code
+//	at=<n>                    send the inband= or failed= event after n deltas instead
+//	ping=<duration>           while a stream waits (interval=, stall=), ping that often
+//	                          (Anthropic ping events, OpenAI comments)
 //	nest=<n>                  an error's body is n '[' and nothing else (a hostile body)
 //
-// For example `529:retry-after=1,529,200:events=20:interval=5ms`.
+// For example `529:retry-after=1,529,200:events=20:interval=5ms`, or
+// `200:inband=overloaded_error,200` for an overload reported inside a 200
+// stream, then a success.
 package mockprovider
 
 import (
@@ -94,6 +109,9 @@ type Call struct {
 	// Status is the response status, or 0 when no response was written
 	// (hang, drop, or the client went away first).
 	Status int
+	// Canceled reports that the client (the gateway) cancelled the request
+	// before the provider had finished answering it.
+	Canceled bool
 	// At is when the request arrived.
 	At time.Time
 }
@@ -160,6 +178,7 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.inputTokens = (len(body) + 3) / 4
 	p.record(ex)
 	defer p.logLine(ex)
+	defer p.noteCanceled(ex)
 
 	switch {
 	case ex.endpoint == endpointUnknown || r.Method != http.MethodPost:
@@ -246,6 +265,17 @@ func (p *Provider) setStatus(ex *exchange, status int) {
 	}
 	p.recMu.Lock()
 	ex.call.Status = status
+	p.recMu.Unlock()
+}
+
+// noteCanceled records a request the client gave up on. It runs deferred,
+// so aborted answers are seen too.
+func (p *Provider) noteCanceled(ex *exchange) {
+	if ex.call == nil || ex.r.Context().Err() == nil {
+		return
+	}
+	p.recMu.Lock()
+	ex.call.Canceled = true
 	p.recMu.Unlock()
 }
 

@@ -590,12 +590,13 @@ func TestBadScriptIs400(t *testing.T) {
 	}
 	for _, bad := range []string{"", "abc", "302", "600", "200:cut=1:end=2", "200:events=-1", "200:delay=soon",
 		"429:quota=yes", "429:should-retry=maybe", "429:retry-after=2:retry-after-date=2", "200:bytes", "hang:x=1",
-		"429:retry-after=-1", "429:retry-after=1.2.3", "429:retry-after=.", "429:retry-after-ms=1e3", "429:nest=x"} {
+		"429:retry-after=-1", "429:retry-after=1.2.3", "429:retry-after=.", "429:retry-after-ms=1e3", "429:nest=x",
+		"200:framing=crlf+tabs", "200:inband=Overloaded", "200:at=2", "200:inband=api_error:cut=1", "200:stall=1:end=2", "200:ping=0s"} {
 		if _, err := parseScript(bad); err == nil {
 			t.Errorf("parseScript(%q) accepted", bad)
 		}
 	}
-	if _, err := parseScript("hang, drop ,200:events=0:interval=0s,429:quota:retry-after=0.5:reset=1"); err != nil {
+	if _, err := parseScript("hang, drop ,200:events=0:interval=0s,429:quota:retry-after=0.5:reset=1,200:framing=cr+dataonly+comments+multiline:inband=api_error:at=2,200:stall=0:ping=5ms,200:failed=server_error"); err != nil {
 		t.Errorf("valid script rejected: %v", err)
 	}
 }
@@ -714,6 +715,122 @@ func BenchmarkChatStream(b *testing.B) {
 		req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body))
 		req.Header.Set(ScriptHeader, "200:events=20")
 		p.ServeHTTP(httptest.NewRecorder(), req)
+	}
+}
+
+// TestFramingsReadBySDKs: every framing the script offers is a correct
+// stream, read to its end by the official SDKs (openai-go reads lines by
+// LF, so CR-only framing is checked raw).
+func TestFramingsReadBySDKs(t *testing.T) {
+	_, srv := start(t, Options{})
+	ctx := context.Background()
+	for _, f := range []string{"crlf", "comments+multiline", "crlf+comments+multiline"} {
+		stream := anthropicClient(srv).Messages.NewStreaming(ctx, messageParams("claude-x"), script("200:events=3:framing="+f))
+		var msg anthropic.Message
+		for stream.Next() {
+			if err := msg.Accumulate(stream.Current()); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+		}
+		if stream.Err() != nil || msg.StopReason != "end_turn" || msg.Usage.OutputTokens != 3 {
+			t.Errorf("anthropic %s: err %v, message %+v", f, stream.Err(), msg)
+		}
+	}
+	for _, f := range []string{"dataonly", "dataonly+crlf+comments+multiline"} {
+		rs := openAIClient(srv).Responses.NewStreaming(ctx, responses.ResponseNewParams{Model: "gpt-5"}, oscript("200:events=3:framing="+f))
+		var completed bool
+		for rs.Next() {
+			if ev := rs.Current(); ev.Type == "response.completed" {
+				completed = ev.Response.Usage.OutputTokens == 3
+			}
+		}
+		if rs.Err() != nil || !completed {
+			t.Errorf("responses %s: err %v, completed with usage %v", f, rs.Err(), completed)
+		}
+	}
+	body := rawStream(t, srv, "/v1/chat/completions", "200:events=2:framing=cr+comments")
+	if strings.Contains(body, "\n") || strings.Count(body, "\r\r") != 4 || !strings.Contains(body, ": keep-alive\rid: 0\rretry: 3000\r") {
+		t.Errorf("cr body = %q", body)
+	}
+}
+
+// TestInbandErrorsReachSDKs: each API's in-band error, first or after
+// deltas, is the error the SDKs raise.
+func TestInbandErrorsReachSDKs(t *testing.T) {
+	_, srv := start(t, Options{})
+	ctx := context.Background()
+	for _, step := range []string{"200:inband=overloaded_error", "200:inband=overloaded_error:at=2"} {
+		stream := anthropicClient(srv).Messages.NewStreaming(ctx, messageParams("claude-x"), script(step))
+		for stream.Next() {
+		}
+		var apiErr *anthropic.Error
+		if !errors.As(stream.Err(), &apiErr) || apiErr.Type() != "overloaded_error" {
+			t.Errorf("anthropic %s: err %v", step, stream.Err())
+		}
+		cs := openAIClient(srv).Chat.Completions.NewStreaming(ctx, chatParams("gpt-4o"), oscript(strings.Replace(step, "overloaded_error", "server_error", 1)))
+		for cs.Next() {
+		}
+		if cs.Err() == nil || !strings.Contains(cs.Err().Error(), "server_error") {
+			t.Errorf("chat %s: err %v", step, cs.Err())
+		}
+	}
+	body := rawStream(t, srv, "/v1/responses", "200:inband=rate_limit_exceeded")
+	if !strings.HasPrefix(body, "event: error\ndata: {\"type\":\"error\",\"code\":\"rate_limit_exceeded\"") {
+		t.Errorf("responses error body = %s", body)
+	}
+	body = rawStream(t, srv, "/v1/responses", "200:events=2:failed=server_error")
+	if !strings.Contains(body, "event: response.failed\ndata: {\"type\":\"response.failed\"") || !strings.Contains(body, `"error":{"code":"server_error"`) || strings.Contains(body, "response.completed") {
+		t.Errorf("responses failed body = %s", body)
+	}
+}
+
+// TestStallHoldsTheConnection: a stalled answer sends its start, then
+// nothing but pings when asked, until the client leaves, which the
+// recorded call shows.
+func TestStallHoldsTheConnection(t *testing.T) {
+	p, srv := start(t, Options{})
+	for _, c := range []struct{ path, body, step, want string }{
+		{"/v1/messages", `{"model":"m","stream":true}`, "200:stall=1:ping=20ms", "event: ping"},
+		{"/v1/chat/completions", `{"model":"m"}`, "200:stall=10", `{"id":"cha`},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+c.path, strings.NewReader(c.body))
+		req.Header.Set(ScriptHeader, c.step)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		cancel()
+		resp.Body.Close()
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(string(b), c.want) {
+			t.Errorf("%s %s: read %q, %v", c.path, c.step, b, err)
+		}
+	}
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if calls := p.Calls(); calls[0].Canceled && calls[1].Canceled {
+			return
+		}
+	}
+	t.Errorf("calls %+v, want both cancelled", p.Calls())
+}
+
+// TestJSONCutAndEndAreIncomplete: a JSON reply cut or ended short of its
+// Content-Length reaches the client as an incomplete body.
+func TestJSONCutAndEndAreIncomplete(t *testing.T) {
+	_, srv := start(t, Options{})
+	for _, step := range []string{"200:cut=20", "200:end=20"} {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/messages", strings.NewReader(`{"model":"m"}`))
+		req.Header.Set(ScriptHeader, step)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !errors.Is(err, io.ErrUnexpectedEOF) || len(b) != 20 || resp.ContentLength <= 20 {
+			t.Errorf("%s: read %d of %d bytes, %v", step, len(b), resp.ContentLength, err)
+		}
 	}
 }
 

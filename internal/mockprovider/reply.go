@@ -88,8 +88,14 @@ type responseObject struct {
 	Model             string         `json:"model"`
 	Output            []responseItem `json:"output"`
 	Usage             *responseUsage `json:"usage"`
-	Error             *struct{}      `json:"error"`
+	Error             *responseError `json:"error"`
 	IncompleteDetails *struct{}      `json:"incomplete_details"`
+}
+
+// responseError is the error of a failed Responses API response.
+type responseError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
 }
 
 // responseItem is an output message of the Responses API.

@@ -54,17 +54,57 @@ type step struct {
 	delay    time.Duration
 	interval time.Duration
 
-	// Body shape. cut and end are -1 when not set.
+	// Body shape. cut, end, at and stall are -1 when not set.
 	events int
 	cut    int
 	end    int
 	bytes  int
 	nest   int // an error body of this many '[' instead of the dialect's
+
+	// Stream framing and faults.
+	framing framing
+	inband  string // the type of an in-band error event to send
+	failed  string // the error code of a Responses response.failed to end with
+	at      int    // deltas before the in-band error (-1: it is the first event)
+	stall   int    // deltas (or body bytes) before the response goes silent
+	ping    time.Duration
+}
+
+// framing is how a stream's events are written; the zero value is the
+// providers' own (LF line ends, an event: line where the API has one).
+type framing struct {
+	eol       string // line end: "\n", "\r\n" or "\r"
+	dataOnly  bool   // no event: lines, the type only in the JSON
+	comments  bool   // a comment and the id and retry fields before each event
+	multiline bool   // each event's JSON split over two data lines
+}
+
+// parseFraming parses `+`-joined framing words.
+func parseFraming(v string) (framing, error) {
+	f := framing{eol: "\n"}
+	for _, w := range strings.Split(v, "+") {
+		switch w {
+		case "lf":
+		case "crlf":
+			f.eol = "\r\n"
+		case "cr":
+			f.eol = "\r"
+		case "dataonly":
+			f.dataOnly = true
+		case "comments":
+			f.comments = true
+		case "multiline":
+			f.multiline = true
+		default:
+			return f, fmt.Errorf("unknown framing %q; known: lf, crlf, cr, dataonly, comments, multiline", w)
+		}
+	}
+	return f, nil
 }
 
 // okStep is the step used when nothing scripts a request: a plain success.
 func okStep() step {
-	return step{action: respond, status: 200, events: defaultEvents, cut: -1, end: -1}
+	return step{action: respond, status: 200, events: defaultEvents, cut: -1, end: -1, at: -1, stall: -1, framing: framing{eol: "\n"}}
 }
 
 // failStep is a plain failure with the given status, used for model-driven
@@ -115,8 +155,11 @@ func parseStep(text string) (step, error) {
 			return s, fmt.Errorf("applying modifier %q: %w", mod, err)
 		}
 	}
-	if s.cut >= 0 && s.end >= 0 {
-		return s, errors.New("cut= and end= exclude each other")
+	if n := btoi(s.cut >= 0) + btoi(s.end >= 0) + btoi(s.stall >= 0) + btoi(s.inband != "") + btoi(s.failed != ""); n > 1 {
+		return s, errors.New("cut=, end=, stall=, inband= and failed= exclude each other")
+	}
+	if s.at >= 0 && s.inband == "" && s.failed == "" {
+		return s, errors.New("at= places an inband= or failed= event")
 	}
 	if s.retryAfter != "" && s.hasDate {
 		return s, errors.New("retry-after= and retry-after-date= both set Retry-After")
@@ -170,10 +213,40 @@ func (s *step) apply(mod string) error {
 		s.bytes, err = count(value)
 	case "nest":
 		s.nest, err = count(value)
+	case "framing":
+		s.framing, err = parseFraming(value)
+	case "inband":
+		s.inband, err = errorName(value)
+	case "failed":
+		s.failed, err = errorName(value)
+	case "at":
+		s.at, err = count(value)
+	case "stall":
+		s.stall, err = count(value)
+	case "ping":
+		s.ping, err = duration(value)
+		if err == nil && s.ping == 0 {
+			err = errors.New("want a positive duration")
+		}
 	default:
-		err = errors.New("unknown modifier; known: retry-after, retry-after-ms, retry-after-date, reset, quota, should-retry, delay, cut, end, events, interval, bytes, nest")
+		err = errors.New("unknown modifier; known: retry-after, retry-after-ms, retry-after-date, reset, quota, should-retry, delay, cut, end, events, interval, bytes, framing, inband, failed, at, stall, ping, nest")
 	}
 	return err
+}
+
+// errorName checks an error type or code for an in-band error event.
+func errorName(v string) (string, error) {
+	if v == "" || strings.Trim(v, "abcdefghijklmnopqrstuvwxyz_") != "" {
+		return "", errors.New("want an error type such as overloaded_error")
+	}
+	return v, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // seconds parses a non-negative number of seconds, fractions allowed.

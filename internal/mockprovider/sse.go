@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -17,35 +20,59 @@ type streamer interface {
 	delta(s *sse, text string) error
 	// close writes the terminal events after the given number of deltas.
 	close(s *sse, deltas int) error
+	// inband writes the API's in-band error event with the given type.
+	inband(s *sse, errType string) error
 }
 
 // stream answers with a 200 event stream: st's opening events, the step's
-// deltas, then st's closing events, unless the step cuts the connection or
-// ends the body early.
+// deltas, then st's closing events, unless the step cuts the connection,
+// ends the body early, goes silent or sends an in-band error.
 func (ex *exchange) stream(st streamer) {
 	ex.w.Header().Set("Cache-Control", "no-cache")
 	ex.writeHeader(http.StatusOK, "text/event-stream; charset=utf-8")
-	s := &sse{w: ex.w, rc: http.NewResponseController(ex.w), ctx: ex.r.Context(), interval: ex.step.interval}
-	if s.flush() != nil || st.open(s) != nil {
+	s := &sse{w: ex.w, rc: http.NewResponseController(ex.w), ctx: ex.r.Context(), interval: ex.step.interval,
+		framing: ex.step.framing, ping: ex.step.ping, anthropic: ex.dialect == anthropicDialect}
+	if s.flush() != nil {
+		return
+	}
+	if ex.step.inband != "" && ex.step.at < 0 {
+		ex.note = " inband"
+		_ = st.inband(s, ex.step.inband)
+		return
+	}
+	if st.open(s) != nil {
 		return
 	}
 	deltas := ex.step.events
-	if stopAt := max(ex.step.cut, ex.step.end); stopAt >= 0 { // at most one is set
-		deltas = min(deltas, stopAt)
+	for _, stopAt := range [...]int{ex.step.cut, ex.step.end, ex.step.stall, ex.step.at} {
+		if stopAt >= 0 {
+			deltas = min(deltas, stopAt)
+		}
 	}
 	for i := range deltas {
-		if st.delta(s, ex.piece(i)) != nil {
+		piece := ex.piece(i)
+		if i == deltas-1 && ex.step.bytes > len(piece) {
+			piece += strings.Repeat(padWord, (ex.step.bytes-len(piece))/len(padWord))
+		}
+		if st.delta(s, piece) != nil {
 			return
 		}
 	}
+	if ex.breakOff(s.silence) {
+		return
+	}
 	switch {
-	case ex.step.cut >= 0:
-		ex.note = " cut"
-		// Everything so far is flushed; aborting now breaks the connection
-		// mid-body, which clients see as an unexpected EOF.
-		panic(http.ErrAbortHandler)
-	case ex.step.end >= 0:
-		ex.note = " end"
+	case ex.step.inband != "":
+		ex.note = " inband"
+		_ = st.inband(s, ex.step.inband)
+		return
+	case ex.step.failed != "":
+		ex.note = " failed"
+		if r, ok := st.(*responsesStream); ok {
+			_ = r.fail(s, ex.step.failed, deltas)
+		} else {
+			_ = st.inband(s, ex.step.failed)
+		}
 		return
 	}
 	_ = st.close(s, deltas)
@@ -58,6 +85,11 @@ type sse struct {
 	rc       *http.ResponseController
 	ctx      context.Context
 	interval time.Duration
+	framing  framing
+	// ping, when set, keeps a wait from being silent: a ping event
+	// (Anthropic) or comment (OpenAI) that often.
+	ping      time.Duration
+	anthropic bool
 	// sent counts the events written so far; the Responses API uses it as
 	// the sequence number.
 	sent int
@@ -81,24 +113,73 @@ func (s *sse) done() error {
 // first. It fails once the client has gone away.
 func (s *sse) write(name string, data []byte) error {
 	if s.sent > 0 {
-		if err := sleep(s.ctx, s.interval); err != nil {
+		if err := s.wait(s.interval); err != nil {
 			return err
 		}
 	}
+	eol := s.framing.eol
 	s.buf = s.buf[:0]
-	if name != "" {
-		s.buf = append(s.buf, "event: "...)
-		s.buf = append(s.buf, name...)
-		s.buf = append(s.buf, '\n')
+	if s.framing.comments {
+		s.buf = fmt.Appendf(s.buf, ": keep-alive%sid: %d%sretry: 3000%s", eol, s.sent, eol, eol)
 	}
-	s.buf = append(s.buf, "data: "...)
-	s.buf = append(s.buf, data...)
-	s.buf = append(s.buf, "\n\n"...)
+	if name != "" && !s.framing.dataOnly {
+		s.buf = append(append(append(s.buf, "event: "...), name...), eol...)
+	}
+	if s.framing.multiline && len(data) > 1 && data[0] == '{' {
+		// Data lines join with a line feed, which JSON reads as space.
+		s.buf = append(append(s.buf, "data: {"...), eol...)
+		data = data[1:]
+	}
+	s.buf = append(append(append(append(s.buf, "data: "...), data...), eol...), eol...)
 	if _, err := s.w.Write(s.buf); err != nil {
 		return err
 	}
 	s.sent++
 	return s.flush()
+}
+
+// wait sits out d, pinging if the step says so. It fails once the client
+// has gone away.
+func (s *sse) wait(d time.Duration) error {
+	if s.ping <= 0 {
+		return sleep(s.ctx, d)
+	}
+	for d > 0 {
+		step := min(d, s.ping)
+		if err := sleep(s.ctx, step); err != nil {
+			return err
+		}
+		if d -= step; d > 0 {
+			if err := s.pingOnce(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// pingOnce writes one keep-alive: Anthropic's ping event, or a comment.
+func (s *sse) pingOnce() error {
+	eol := s.framing.eol
+	ping := ": ping" + eol + eol
+	if s.anthropic {
+		ping = "event: ping" + eol + `data: {"type": "ping"}` + eol + eol
+	}
+	if _, err := io.WriteString(s.w, ping); err != nil {
+		return err
+	}
+	return s.flush()
+}
+
+// silence holds the stream open, sending nothing but pings, until the
+// client goes away.
+func (s *sse) silence() {
+	if s.ping <= 0 {
+		<-s.ctx.Done()
+		return
+	}
+	for s.wait(s.ping) == nil && s.pingOnce() == nil {
+	}
 }
 
 // flush sends buffered output to the client. A writer that cannot flush is

@@ -236,3 +236,50 @@ func (r *responsesStream) textEvent(s *sse, ev responseTextEvent) error {
 	ev.Logprobs = []struct{}{}
 	return s.send(ev.Type, ev)
 }
+
+// inbandMessage is the message of a scripted in-band error.
+func inbandMessage(errType string) string {
+	if errType == "overloaded_error" {
+		return "Overloaded"
+	}
+	return "The mock provider's script sent an in-band " + errType + "."
+}
+
+// anthropicStreamError is Anthropic's in-band `event: error`, in the shape
+// of an error response.
+type anthropicStreamError struct {
+	Type  string             `json:"type"`
+	Error anthropicErrorInfo `json:"error"`
+}
+
+func (a anthropicStream) inband(s *sse, errType string) error {
+	return s.send("error", anthropicStreamError{Type: "error", Error: anthropicErrorInfo{Type: errType, Message: inbandMessage(errType)}})
+}
+
+// A chat or completions stream reports an error as a data-only chunk with
+// an error object.
+func (o openAIStream[C]) inband(s *sse, errType string) error {
+	return s.send("", openAIError{Error: openAIErrorInfo{Message: inbandMessage(errType), Type: errType}})
+}
+
+// responseErrorEvent is the Responses API's `error` event.
+type responseErrorEvent struct {
+	Type           string  `json:"type"`
+	Code           string  `json:"code"`
+	Message        string  `json:"message"`
+	Param          *string `json:"param"`
+	SequenceNumber int     `json:"sequence_number"`
+}
+
+func (r *responsesStream) inband(s *sse, code string) error {
+	return s.send("error", responseErrorEvent{Type: "error", Code: code, Message: inbandMessage(code), SequenceNumber: s.sent})
+}
+
+// fail ends the stream with response.failed, the final response carrying
+// the error with the given code.
+func (r *responsesStream) fail(s *sse, code string, deltas int) error {
+	resp := r.ex.responseObject("failed", []responseItem{}, deltas)
+	resp.Error = &responseError{Code: code, Message: inbandMessage(code)}
+	ev := responseLifecycleEvent{Type: "response.failed", SequenceNumber: s.sent, Response: resp}
+	return s.send(ev.Type, ev)
+}

@@ -22,6 +22,9 @@ import (
 
 	// The modules a gateway Caddyfile uses.
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/encode"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/encode/gzip"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/encode/zstd"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/logging"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -57,8 +60,7 @@ func Start(t testing.TB, site string) *Server {
 	return StartWith(t, "", site)
 }
 
-// StartWith is Start with more global options, such as `servers { timeouts
-// { read_body 1s } }`.
+// StartWith is Start with more global options, such as a `servers` block.
 func StartWith(t testing.TB, global, site string) *Server {
 	t.Helper()
 	port := FreePort(t)
