@@ -159,13 +159,16 @@ func checkPrefix(p string) error {
 // would refuse.
 func newClient(cfg Config) (redis.UniversalClient, error) {
 	if len(cfg.URLs) == 0 {
-		return nil, errors.New("no store URL")
+		return nil, errors.New("no store URL: give the URL of the store, e.g. redis://10.0.0.5:6379")
 	}
 	if len(cfg.URLs) > 1 && !cfg.Cluster {
 		return nil, fmt.Errorf("%d store URLs given without cluster: several URLs are the seed nodes of a Redis Cluster, so add `cluster`, or give one URL", len(cfg.URLs))
 	}
 	opts := make([]*redis.Options, len(cfg.URLs))
 	for i, u := range cfg.URLs {
+		if err := CheckURL(u); err != nil {
+			return nil, err
+		}
 		o, err := redis.ParseURL(u)
 		if err != nil {
 			return nil, fmt.Errorf("parsing store URL %s: %w", redactURL(u), err)
@@ -209,6 +212,15 @@ func newClient(cfg Config) (redis.UniversalClient, error) {
 	first.DisableIdentity = true
 	first.MaintNotificationsConfig = noMaint
 	return redis.NewClient(first), nil
+}
+
+// CheckURL accepts a redis:// or rediss:// (TLS) URL with a host.
+func CheckURL(u string) error {
+	parsed, err := url.Parse(u)
+	if err != nil || (parsed.Scheme != "redis" && parsed.Scheme != "rediss") || parsed.Host == "" {
+		return fmt.Errorf("bad store URL %s: use redis://host:port, or rediss://host:port for TLS", redactURL(u))
+	}
+	return nil
 }
 
 // redactURL returns u without its password, for error messages.

@@ -33,6 +33,9 @@ const (
 	UpstreamUnreachable
 	// UpstreamTimeout is a timeout on the last attempt.
 	UpstreamTimeout
+	// LimitsUnavailable is a request refused because the store of its
+	// fleet zones cannot be reached and they are set to deny meanwhile.
+	LimitsUnavailable
 )
 
 // errorShapes holds, per kind, each dialect's status, type and (OpenAI)
@@ -55,6 +58,7 @@ var errorShapes = [...]struct {
 	TokensLimited:       {http.StatusTooManyRequests, "rate_limit_error", http.StatusTooManyRequests, "tokens", "rate_limit_exceeded"},
 	UpstreamUnreachable: {http.StatusBadGateway, "api_error", http.StatusBadGateway, "server_error", "bad_gateway"},
 	UpstreamTimeout:     {http.StatusGatewayTimeout, "timeout_error", http.StatusGatewayTimeout, "server_error", "timeout"},
+	LimitsUnavailable:   {http.StatusServiceUnavailable, "api_error", http.StatusServiceUnavailable, "server_error", "service_unavailable"},
 }
 
 // Status returns the HTTP status the gateway answers with for this kind in
@@ -131,6 +135,8 @@ func (k ErrorKind) String() string {
 		return "rate_limit_error"
 	case UpstreamUnreachable:
 		return "connection_error"
+	case LimitsUnavailable:
+		return "limits_unavailable"
 	default:
 		return "timeout_error"
 	}

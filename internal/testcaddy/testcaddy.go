@@ -38,6 +38,8 @@ type Server struct {
 	URL string
 	// LogPath is the file Caddy's JSON logs go to.
 	LogPath string
+	// config is the JSON config the server runs, for Reload.
+	config []byte
 }
 
 // Adapt turns a Caddyfile into Caddy's JSON config.
@@ -53,26 +55,17 @@ func Adapt(caddyfile string) ([]byte, []caddyconfig.Warning, error) {
 // recommends so that Caddy's own request dumps hold no API key. Caddy stops when the test ends.
 func Start(t testing.TB, site string) *Server {
 	t.Helper()
-	port := FreePort(t)
-	logPath := filepath.Join(t.TempDir(), "caddy.log")
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-	log {
-		output file %s
-		format filter {
-			request>headers>X-Api-Key delete
-			request>headers>Api-Key delete
-		}
-		level DEBUG
-	}
+	return StartGlobal(t, "", site)
 }
 
-http://127.0.0.1:%d {
-%s
-}
-`, logPath, port, site)
+// StartGlobal is Start with more global options: global holds lines for
+// the global options block, such as an `ai_resilience { … }` option.
+func StartGlobal(t testing.TB, global, site string) *Server {
+	t.Helper()
+	port := FreePort(t)
+	logPath := filepath.Join(t.TempDir(), "caddy.log")
+	caddyfile := caddyfileFor(`	admin off
+`+global, logPath, "DEBUG", port, site)
 	cfg, _, err := Adapt(caddyfile)
 	if err != nil {
 		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
@@ -85,9 +78,43 @@ http://127.0.0.1:%d {
 			t.Logf("stopping caddy: %v", err)
 		}
 	})
-	s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), LogPath: logPath}
+	s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), LogPath: logPath, config: cfg}
 	s.waitReady(t)
 	return s
+}
+
+// caddyfileFor returns a test Caddyfile: the global options (global, then
+// no automatic HTTPS, no saved config, and JSON logs at level to logPath,
+// without API keys) and one site on a loopback port.
+func caddyfileFor(global, logPath, level string, port int, site string) string {
+	return fmt.Sprintf(`{
+%s
+	auto_https off
+	persist_config off
+	log {
+		output file %s
+		format filter {
+			request>headers>X-Api-Key delete
+			request>headers>Api-Key delete
+		}
+		level %s
+	}
+}
+
+http://127.0.0.1:%d {
+%s
+}
+`, global, logPath, level, port, site)
+}
+
+// Reload loads the server's config again, as `caddy reload` does with an
+// unchanged Caddyfile: Caddy provisions a new config, then cleans up the
+// old one.
+func (s *Server) Reload(t testing.TB) {
+	t.Helper()
+	if err := caddy.Load(s.config, true); err != nil {
+		t.Fatalf("reloading config: %v", err)
+	}
 }
 
 // waitReady waits until the listener accepts connections.

@@ -23,6 +23,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testproc"
 )
 
 // startTimeout bounds how long a server may take to accept commands.
@@ -101,7 +103,7 @@ func start(t testing.TB, bin string, extra []string) *Server {
 // launch starts the process and waits until it answers PING.
 func (s *Server) launch(bin string) error {
 	cmd := exec.Command(bin, s.args...)
-	setParentDeath(cmd)
+	testproc.DieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return err
 	}

@@ -1,0 +1,11 @@
+//go:build !linux
+
+// Package testproc ties the processes tests start to the test binary's
+// life.
+package testproc
+
+import "os/exec"
+
+// DieWithParent does nothing where the kernel cannot tie a child's life to
+// its parent's; the tests' cleanups still stop their processes.
+func DieWithParent(*exec.Cmd) {}
