@@ -29,6 +29,7 @@ func init() {
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	if existing != nil {
+		d.Next()
 		return nil, d.Errf("the ai_resilience global option is given twice; merge the blocks")
 	}
 	var app App
