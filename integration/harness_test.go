@@ -55,6 +55,9 @@ type setup struct {
 	// upstream wraps the mock provider, for example to rewrite paths; nil
 	// serves the mock as it is.
 	upstream func(http.Handler) http.Handler
+	// global holds lines for the global options block, such as the
+	// `ai_resilience { redis … }` option.
+	global string
 }
 
 // startGatewayWith runs Caddy with ai_resilience and a reverse_proxy to a
@@ -69,7 +72,7 @@ func startGatewayWith(t *testing.T, s setup) *gateway {
 	upstream := httptest.NewServer(h)
 	t.Cleanup(upstream.Close)
 	path := cmp.Or(s.path, "/v1/*")
-	return &gateway{Server: startSite(t, fmt.Sprintf(`%s
+	return &gateway{Server: testcaddy.StartGlobal(t, s.global, fmt.Sprintf(`%s
 	route %s {
 %s
 		ai_resilience {
