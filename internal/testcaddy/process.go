@@ -53,7 +53,7 @@ func Binary(t testing.TB) string {
 		// Build beside the target and rename, so a process never starts
 		// a half-written binary.
 		tmp := filepath.Join(dir, fmt.Sprintf("caddy.%d", os.Getpid()))
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-w -s", "-tags", "nobadger,nomysql,nopgx", "-o", tmp, "./cmd/caddy")
+		cmd := exec.Command("go", "build", "-ldflags", "-w -s", "-tags", "nobadger,nomysql,nopgx", "-o", tmp, "./cmd/caddy")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			binary.err = fmt.Errorf("building cmd/caddy: %v\n%s", err, out)
