@@ -48,6 +48,12 @@ const (
 	// maxLedgerKeys bounds what an instance remembers of its own traffic
 	// during an outage; beyond it, new keys' traffic is not handed back.
 	maxLedgerKeys = 100_000
+	// restoreGrace is how long an instance keeps limiting alone after it
+	// first reaches the store again, once it has handed back what it
+	// admitted meanwhile. Every instance probes every probeEvery, so by
+	// then all of them have handed theirs back, and none admits through
+	// the store while it does not yet show the others' traffic.
+	restoreGrace = 3 * probeEvery
 	// dialAllowance is the time a probe gives a new connection (a TLS
 	// handshake to a distant store may take longer than a command's
 	// timeout); the store is then judged by the command's own timeout.
@@ -88,6 +94,7 @@ type Store struct {
 	failures  atomic.Int32
 	instances atomic.Int64
 	downSince atomic.Int64 // Unix ns of the last transition to down
+	backSince atomic.Int64 // Unix ns of the first success since, 0 before it
 
 	mu      sync.Mutex
 	pending map[string]*[2]int64 // zone key → netted spans waiting for the next flush
@@ -353,15 +360,18 @@ func (s *Store) signal() {
 	}
 }
 
-// clock reads the ledger's clock, in nanoseconds.
+// clock reads the ledger's clock, in nanoseconds. It runs at 1/n of real
+// time for n live instances: while the store is down, every instance keeps
+// a ledger of its own traffic, and the fleet's one bucket refills once for
+// all of them, so each ledger may count only its part of the refill.
 func (s *Store) clock() int64 {
-	return int64(time.Since(s.epoch))
+	return int64(time.Since(s.epoch)) / s.instances.Load()
 }
 
 // record adds spans to the ledger of a key at now, with the buckets' own
-// rule, so that what the ledger holds refills as the store's buckets
-// would: when the store returns, only what is still owed is handed back.
-// The caller holds s.mu.
+// rule, so that what the ledger holds refills as this instance's part of
+// the store's buckets would: when the store returns, only what is still
+// owed is handed back. The caller holds s.mu.
 func (s *Store) record(key string, requests, tokens, now int64) {
 	e := s.ledger[key]
 	if e == nil {
@@ -527,14 +537,23 @@ func (s *Store) beat(ctx context.Context) {
 		}
 		return
 	}
-	s.instances.Store(max(n, 1))
-	liveInstances.Set(float64(n))
+	// While the store is down, each instance's share stands on the count
+	// it last saw: a store just back knows only the instances that have
+	// beaten since, and a smaller count would hand out bigger shares.
+	if !s.down.Load() {
+		s.instances.Store(max(n, 1))
+		liveInstances.Set(float64(n))
+	}
 	s.succeeded()
 }
 
 // failed counts a failed call; the downAfter-th in a row marks the store
-// down, with one warn line and the gauge.
+// down, with one warn line and the gauge. A failure while the store is down
+// restarts its return.
 func (s *Store) failed(err error) {
+	if s.down.Load() {
+		s.backSince.Store(0)
+	}
 	if s.failures.Add(1) < downAfter || !s.down.CompareAndSwap(false, true) {
 		return
 	}
@@ -546,14 +565,24 @@ func (s *Store) failed(err error) {
 		zap.Int64("instances", s.instances.Load()))
 }
 
-// succeeded clears the failure count; the first success after the store
-// was down marks it back, with one warn line, and hands back what this
-// instance admitted alone.
+// succeeded clears the failure count. While the store is down, the first
+// success hands back what this instance admitted alone, and restoreGrace
+// later, if the store still answers, the store is marked back, with one
+// warn line and the gauge, and the traffic of the grace is handed back too.
 func (s *Store) succeeded() {
 	s.failures.Store(0)
-	if !s.down.Load() || !s.down.CompareAndSwap(true, false) {
+	if !s.down.Load() {
 		return
 	}
+	now := time.Now().UnixNano()
+	if s.backSince.CompareAndSwap(0, now) {
+		s.handBack()
+		return
+	}
+	if now-s.backSince.Load() < int64(restoreGrace) || !s.down.CompareAndSwap(true, false) {
+		return
+	}
+	s.backSince.Store(0)
 	storeHealthy.Set(1)
 	s.logger.Warn("fleet store restored",
 		zap.Int64("outage_ms", time.Since(time.Unix(0, s.downSince.Load())).Milliseconds()))

@@ -354,16 +354,19 @@ func TestFleetChaos(t *testing.T) {
 	srv.Restart()
 	back := f.awaitLogLines(t, "fleet store restored", 1, 3*time.Second)
 	t.Logf("every instance restored %v after the restart", back.Round(time.Millisecond))
-	// The store came back empty; the hand-back refills it with the outage's
-	// traffic, so the fleet admits little more than the refill, and every
-	// refusal comes from the store (the fleet zone's limit, not a share's).
-	resumed := time.Now().Add(200 * time.Millisecond)
-	time.Sleep(1500 * time.Millisecond)
-	window := time.Since(resumed)
-	after := f.upstream.count(-1, resumed, time.Now())
-	if bound := max(rpm-total, 0) + limitRefill(rpm, window+outage) + 2; after > bound {
+	// The store came back empty. Had the instances not handed back the
+	// outage's traffic before admitting through it again, the fleet would
+	// admit the whole bucket (30) at once; with it, about what the bucket
+	// had left plus the refill. Every refusal then comes from the store:
+	// the fleet zone's limit, not a share's.
+	time.Sleep(time.Second)
+	window := time.Since(restarted)
+	after := f.upstream.count(-1, restarted, time.Now())
+	t.Logf("%d admitted in the %v after the restart", after, window.Round(time.Millisecond))
+	if bound := max(rpm-total, 0) + limitRefill(rpm, outage+window) + instances; after > bound {
 		t.Errorf("%d admitted in the %v after the store returned, above %d: the outage's traffic was not handed back", after, window.Round(time.Millisecond), bound)
 	}
+	resumed := restarted.Add(back + 100*time.Millisecond)
 	refusals := 0
 	for _, o := range d.between(resumed, time.Now()) {
 		if o.status == http.StatusTooManyRequests {
