@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -110,20 +109,9 @@ func TestGlobalOptionErrors(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			block := "ai_resilience {\n" + c.lines + "\n}"
 			_, err := parseGlobal(t, block)
-			if err == nil {
-				t.Fatalf("no error for:\n%s", block)
-			}
-			msg := err.Error()
-			if want := "Testfile:" + strconv.Itoa(c.line); !strings.HasSuffix(msg, want) {
-				t.Errorf("error %q does not end with the line %s", msg, want)
-			}
-			for _, hint := range c.hints {
-				if !strings.Contains(msg, hint) {
-					t.Errorf("error %q lacks %q", msg, hint)
-				}
-			}
-			if strings.Contains(msg, "hunter2") {
-				t.Errorf("error %q shows a password", msg)
+			checkLineError(t, block, err, c.line, c.hints)
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error %q shows a password", err)
 			}
 		})
 	}

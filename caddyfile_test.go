@@ -177,19 +177,26 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			block := "ai_resilience {\n" + c.lines + "\n}"
 			_, err := parse(t, block)
-			if err == nil {
-				t.Fatalf("no error for:\n%s", block)
-			}
-			msg := err.Error()
-			if want := "Testfile:" + strconv.Itoa(c.line); !strings.HasSuffix(msg, want) {
-				t.Errorf("error %q does not end with the line %s", msg, want)
-			}
-			for _, hint := range c.hints {
-				if !strings.Contains(msg, hint) {
-					t.Errorf("error %q lacks %q", msg, hint)
-				}
-			}
+			checkLineError(t, block, err, c.line, c.hints)
 		})
+	}
+}
+
+// checkLineError wants err, from parsing block, to end with the line it is
+// about and to contain every hint.
+func checkLineError(t *testing.T, block string, err error, line int, hints []string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error for:\n%s", block)
+	}
+	msg := err.Error()
+	if want := "Testfile:" + strconv.Itoa(line); !strings.HasSuffix(msg, want) {
+		t.Errorf("error %q does not end with the line %s", msg, want)
+	}
+	for _, hint := range hints {
+		if !strings.Contains(msg, hint) {
+			t.Errorf("error %q lacks %q", msg, hint)
+		}
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ai-resilience/caddy-ai-resilience/fleet"
 	"github.com/ai-resilience/caddy-ai-resilience/internal/testcaddy"
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testproc"
 	"github.com/ai-resilience/caddy-ai-resilience/internal/testredis"
 )
 
@@ -206,7 +207,7 @@ func TestFleetScopeNeedsStore(t *testing.T) {
 	cfg, _, err := testcaddy.Adapt(`{
 	admin off
 }
-http://127.0.0.1:` + itoa(testcaddy.FreePort(t)) + ` {
+http://127.0.0.1:` + itoa(testproc.FreePort(t)) + ` {
 	ai_resilience {
 		limit org {
 			rpm 5

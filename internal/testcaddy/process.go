@@ -132,11 +132,11 @@ func StartProcesses(t testing.TB, instances ...Instance) []*Process {
 func newProcess(t testing.TB, in Instance) *Process {
 	t.Helper()
 	dir := t.TempDir()
-	port := FreePort(t)
+	port := testproc.FreePort(t)
 	admin := "\tadmin off\n"
 	p := &Process{dir: dir}
 	if in.Admin {
-		adminPort := FreePort(t)
+		adminPort := testproc.FreePort(t)
 		admin = fmt.Sprintf("\tadmin 127.0.0.1:%d\n", adminPort)
 		p.AdminURL = fmt.Sprintf("http://127.0.0.1:%d", adminPort)
 	}

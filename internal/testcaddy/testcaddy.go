@@ -30,6 +30,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/metrics"
 
 	_ "github.com/ai-resilience/caddy-ai-resilience"
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testproc"
 )
 
 // Server is a running Caddy.
@@ -62,7 +63,7 @@ func Start(t testing.TB, site string) *Server {
 // the global options block, such as an `ai_resilience { … }` option.
 func StartGlobal(t testing.TB, global, site string) *Server {
 	t.Helper()
-	port := FreePort(t)
+	port := testproc.FreePort(t)
 	logPath := filepath.Join(t.TempDir(), "caddy.log")
 	caddyfile := caddyfileFor(`	admin off
 `+global, logPath, "DEBUG", port, site)
@@ -129,17 +130,6 @@ func (s *Server) waitReady(t testing.TB) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("caddy did not start listening on %s", addr)
-}
-
-// FreePort returns a loopback TCP port nobody listens on right now.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Logs returns the log entries written so far whose logger is name (all

@@ -1,5 +1,3 @@
-// Package testproc ties the processes tests start to the test binary's
-// life.
 package testproc
 
 import (

@@ -1,7 +1,5 @@
 //go:build !linux
 
-// Package testproc ties the processes tests start to the test binary's
-// life.
 package testproc
 
 import "os/exec"

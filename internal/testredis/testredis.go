@@ -73,7 +73,7 @@ func start(t testing.TB, bin string, extra []string) *Server {
 	t.Helper()
 	var lastErr error
 	for range 3 {
-		port := freePort(t)
+		port := testproc.FreePort(t)
 		dir := t.TempDir()
 		s := &Server{
 			Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
@@ -288,15 +288,4 @@ func (s *Server) awaitCluster(ctx context.Context) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// freePort returns a loopback TCP port nobody listens on right now.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
