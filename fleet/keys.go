@@ -8,7 +8,7 @@ import (
 
 // Key layout. Every key starts with the prefix inside one hash tag,
 // `{<prefix>}:`, so Redis Cluster puts them all in one slot
-// (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags)
+// (https://redis.io/topics/cluster-spec#hash-tags)
 // and accepts a script over any of them. One slot is not a shortcut: a
 // zone bucket is shared by every request in the zone, while a request's
 // other zones differ from request to request, so any two buckets may meet in

@@ -12,7 +12,7 @@ import (
 
 // slot is Redis Cluster's slot of a key: CRC16 (XMODEM) of the key, or of
 // its hash tag, the text inside the first {…} when not empty, modulo 16384
-// (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#key-distribution-model).
+// (https://redis.io/topics/cluster-spec#key-distribution-model).
 func slot(key string) int {
 	if i := strings.IndexByte(key, '{'); i >= 0 {
 		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
