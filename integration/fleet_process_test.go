@@ -241,7 +241,7 @@ func TestFleetInstancesShareOneLimit(t *testing.T) {
 		{"instance", 2 * rpm, false},
 	} {
 		t.Run(c.scope, func(t *testing.T) {
-			f := startFleet(t, 3, fleetGlobal([]string{srv.URL}, "prefix share_"+c.scope, "timeout 250ms"),
+			f := startFleet(t, 3, fleetGlobal([]string{srv.URL}, "prefix share_"+c.scope, "timeout 1s"),
 				limitOptions(limitBlock("org", "rpm "+itoa(rpm), "scope "+c.scope)))
 			start := time.Now()
 			d := f.drive(fleetClients, fleetGap)
@@ -274,7 +274,7 @@ func TestFleetInstancesShareOneLimit(t *testing.T) {
 // the zone refills 1000 tokens a minute, 17 a second.
 func TestFleetSettlementAcrossInstances(t *testing.T) {
 	srv := testredis.Start(t)
-	f := startFleet(t, 2, fleetGlobal([]string{srv.URL}, "prefix settle", "timeout 250ms"),
+	f := startFleet(t, 2, fleetGlobal([]string{srv.URL}, "prefix settle", "timeout 1s"),
 		limitOptions(limitBlock("tokens", "tpm 1000")))
 	ctx := context.Background()
 	a := anthropic.NewClient(anthropicoption.WithBaseURL(f.procs[0].URL), anthropicoption.WithAPIKey(testAPIKey), anthropicoption.WithMaxRetries(0))
@@ -326,7 +326,7 @@ func TestFleetChaos(t *testing.T) {
 	const rpm, instances = 30, 3
 	const share = rpm / instances
 	srv := testredis.Start(t)
-	f := startFleet(t, instances, fleetGlobal([]string{srv.URL}, "prefix chaos", "timeout 100ms"),
+	f := startFleet(t, instances, fleetGlobal([]string{srv.URL}, "prefix chaos", "timeout 250ms"),
 		limitOptions(limitBlock("org", "rpm "+itoa(rpm))))
 	// Every instance must count the others before the outage.
 	time.Sleep(time.Second)
