@@ -207,6 +207,8 @@ func fleetApp(ctx caddy.Context) (*App, error) {
 // scope is fleet when there is a store.
 func (a *App) zoneStore(zone, scope string) (policy.SharedStore, string, error) {
 	switch {
+	case scope != "" && scope != "fleet" && scope != "instance":
+		return nil, "", fmt.Errorf("zone %q: scope must be fleet or instance, not %q", zone, scope)
 	case scope == "instance":
 		return nil, "", nil
 	case a != nil && a.store != nil:

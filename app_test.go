@@ -13,7 +13,9 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/tidwall/gjson"
 
+	"github.com/ai-resilience/caddy-ai-resilience/fleet"
 	"github.com/ai-resilience/caddy-ai-resilience/internal/testredis"
+	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
 // parseGlobal runs the global option's parser on an `ai_resilience { … }`
@@ -271,4 +273,58 @@ func TestZoneScopes(t *testing.T) {
 	if _, _, err := none.zoneStore("org", "fleet"); err == nil || !strings.Contains(err.Error(), "ai_resilience { redis <url> }") {
 		t.Errorf("scope fleet without a store: %v", err)
 	}
+	if _, _, err := a.zoneStore("org", "global"); err == nil || !strings.Contains(err.Error(), "fleet or instance") {
+		t.Errorf("scope global: %v", err)
+	}
+}
+
+// FuzzGlobalOption parses arbitrary text as the global option: it never
+// panics, and what it accepts is valid JSON that loads back unchanged, with
+// URLs the store accepts (or placeholders, checked at load) and a fallback
+// it knows.
+func FuzzGlobalOption(f *testing.F) {
+	for _, c := range globalCases {
+		f.Add(c.block)
+	}
+	f.Add("ai_resilience {\n\tredis redis://a:1 redis://b:2 {\n\t\tcluster\n\t\ttimeout 1ms\n\t}\n}")
+	f.Add("ai_resilience {\n\tredis rediss://:p@h:1/0 {\n\t\tprefix {x}\n\t}\n}")
+	f.Fuzz(func(t *testing.T, src string) {
+		if len(src) > 4096 {
+			return
+		}
+		tokens, err := caddyfile.Tokenize([]byte(src), "Fuzzfile")
+		if err != nil {
+			return
+		}
+		var app App
+		if err := app.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens)); err != nil {
+			return
+		}
+		out, err := json.Marshal(app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back App
+		if err := json.Unmarshal(out, &back); err != nil {
+			t.Fatal(err)
+		}
+		if again, _ := json.Marshal(back); string(again) != string(out) {
+			t.Fatalf("round trip: %s → %s", out, again)
+		}
+		if r := app.Redis; r != nil {
+			for _, u := range r.URLs {
+				if !strings.Contains(u, "{") && fleet.CheckURL(u) != nil {
+					t.Fatalf("accepted URL %q", u)
+				}
+			}
+			if r.OnUnavailable != "" {
+				if _, err := policy.ParseFallback(r.OnUnavailable); err != nil {
+					t.Fatalf("accepted on_unavailable %q", r.OnUnavailable)
+				}
+			}
+			if len(r.URLs) > 1 && !r.Cluster {
+				t.Fatalf("accepted %d URLs without cluster", len(r.URLs))
+			}
+		}
+	})
 }

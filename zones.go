@@ -46,9 +46,6 @@ func (h *Handler) loadLimits(ctx caddy.Context) ([]handlers.Limit, error) {
 				return nil, fmt.Errorf("zone %q is limited twice in this handler; merge the two", z.Zone)
 			}
 		}
-		if z.Scope != "" && z.Scope != "fleet" && z.Scope != "instance" {
-			return nil, fmt.Errorf("zone %q: scope must be fleet or instance, not %q", z.Zone, z.Scope)
-		}
 		shared, storeKey, err := app.zoneStore(z.Zone, z.Scope)
 		if err != nil {
 			return nil, err

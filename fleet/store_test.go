@@ -446,3 +446,28 @@ func TestLocalZonesWithFleetZones(t *testing.T) {
 		t.Errorf("the local zone holds %d of 100 after one admission and one refusal", st.RequestsRemaining)
 	}
 }
+
+// TestAdmissionStatusNeedsNoCall reads an admission's rate-limit state
+// after the store admitted it: it comes from the admission's own reply,
+// aged by the time since, with no other call to the store.
+func TestAdmissionStatusNeedsNoCall(t *testing.T) {
+	srv := testredis.Start(t)
+	s := newTestStore(t, srv, policy.FallbackLocal)
+	org := zone(t, s, policy.ZoneConfig{Name: "org", RPM: 60})
+	team := zone(t, s, policy.ZoneConfig{Name: "team", TPM: 6000})
+	now := time.Now()
+	a, _, r := policy.Admit([]policy.Demand{{Zone: org}, {Zone: team, Key: "red"}}, 3000, 0, now)
+	if r != nil {
+		t.Fatal(r)
+	}
+	if err := srv.Do("CONFIG", "RESETSTAT"); err != nil {
+		t.Fatal(err)
+	}
+	st := a.Status(now.Add(500 * time.Millisecond))
+	if st.RequestsLimit != 60 || st.RequestsRemaining != 59 || st.TokensLimit != 6000 || st.TokensRemaining < 3040 || st.TokensRemaining > 3060 {
+		t.Errorf("status half a second later: %+v, want 59 of 60 requests and about 3050 of 6000 tokens", st)
+	}
+	if calls, _ := srv.CommandStats("evalsha"); calls != 0 {
+		t.Errorf("reading the status made %d script calls", calls)
+	}
+}
