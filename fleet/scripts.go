@@ -101,6 +101,11 @@ end
 // {0, i, wait, s, µs, and the debts of KEYS[i] as they stand} when KEYS[i]
 // is the first that would wait longer than allowed; s and µs are the
 // store's clock. A key whose spans are all 0 or -1 is only read.
+//
+// The script decides every key before it writes any, which is what makes
+// the decision all or nothing; another kind of state that must be decided
+// with the zones, such as a spend budget for a period, joins it as a second
+// group of keys with arguments of its own, checked in the same first pass.
 var admitScript = redis.NewScript(scriptLib + `
 clock()
 local period, maxDebt = tonumber(ARGV[1]), tonumber(ARGV[2])
