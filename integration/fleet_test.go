@@ -73,8 +73,12 @@ func TestFleetZoneThroughCaddy(t *testing.T) {
 	for i, err := range checkBurstAdmitted(t, g, errs, took, 3) {
 		checkAnthropicLimited(t, fmt.Sprintf("refusal %d", i+1), err, 3)
 	}
+	// Two zone keys, and the live instances' once the first heartbeat is in.
 	keys, values := storeKeys(t, srv)
-	if len(keys) != 3 { // two zone keys and the live instances
+	for deadline := time.Now().Add(time.Second); len(keys) != 3 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		keys, values = storeKeys(t, srv)
+	}
+	if len(keys) != 3 {
 		t.Errorf("store keys %q, want the two zones' and the instances'", keys)
 	}
 	for _, k := range slices.Concat(keys, values) {
