@@ -129,7 +129,11 @@ func TestFleetReloadKeepsStoreAndZones(t *testing.T) {
 	if _, err := client.Messages.New(ctx, haiku("claude-haiku-4-5")); err != nil {
 		t.Fatal(err)
 	}
-	before, conns := members(), connections()
+	before := members()
+	for deadline := time.Now().Add(time.Second); len(before) == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		before = members() // the first heartbeat
+	}
+	conns := connections()
 	if len(before) != 1 || len(conns) == 0 {
 		t.Fatalf("instances %q, store connections %q", before, conns)
 	}
