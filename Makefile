@@ -23,9 +23,9 @@ vet:
 build:
 	./xcaddy.sh
 
-## bench: hot-path benchmarks, then Caddy with vs without the module on loopback
+## bench: hot-path benchmarks (the fleet store's against a local redis-server), then Caddy with vs without the module on loopback
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./handlers/ ./policy/
+	$(GO) test -run '^$$' -bench . -benchmem ./handlers/ ./policy/ ./fleet/
 	$(GO) run ./cmd/loadbench
 
 ## bench-storm: the storm guards under a production fault mix and a sustained

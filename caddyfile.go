@@ -55,6 +55,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			tpm      <n>
 //			wait     <duration>
 //			max_keys <n>
+//			scope    fleet|instance
 //		}
 //		circuit_breaker <failures> <cooldown> | off
 //		circuit_breaker <failures> <cooldown> {
@@ -467,8 +468,12 @@ func (h *Handler) parseLimit(d *caddyfile.Dispenser) error {
 			if err = parseCount(d, &n); err == nil {
 				z.MaxKeys = int(n)
 			}
+		case "scope":
+			if z.Scope, err = oneArg(d); err == nil && z.Scope != "fleet" && z.Scope != "instance" {
+				err = d.Errf("limit scope must be fleet or instance, not %q", z.Scope)
+			}
 		default:
-			err = d.Errf("unrecognized limit setting %q: use key, rpm, tpm, wait or max_keys", d.Val())
+			err = d.Errf("unrecognized limit setting %q: use key, rpm, tpm, wait, max_keys or scope", d.Val())
 		}
 		if err != nil {
 			return err

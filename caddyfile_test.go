@@ -54,8 +54,8 @@ var caddyfileCases = []struct {
 	{"context_guard", "ai_resilience {\n\tcontext_guard truncate\n}", `{"context_guard":"truncate"}`},
 	{"validate off", "ai_resilience {\n\tvalidate off\n}", `{"validate":false}`},
 	{"validate on", "ai_resilience {\n\tvalidate on\n}", `{"validate":true}`},
-	{"limit", "ai_resilience {\n\tlimit org {\n\t\tkey {http.request.header.X-Team}\n\t\trpm 50\n\t\ttpm 100000\n\t\twait 5s\n\t\tmax_keys 10\n\t}\n\tlimit all {\n\t\trpm 1000\n\t}\n}",
-		`{"limit":[{"zone":"org","key":"{http.request.header.X-Team}","rpm":50,"tpm":100000,"wait":5000000000,"max_keys":10},{"zone":"all","rpm":1000}]}`},
+	{"limit", "ai_resilience {\n\tlimit org {\n\t\tkey {http.request.header.X-Team}\n\t\trpm 50\n\t\ttpm 100000\n\t\twait 5s\n\t\tmax_keys 10\n\t\tscope instance\n\t}\n\tlimit all {\n\t\trpm 1000\n\t\tscope fleet\n\t}\n}",
+		`{"limit":[{"zone":"org","key":"{http.request.header.X-Team}","rpm":50,"tpm":100000,"wait":5000000000,"max_keys":10,"scope":"instance"},{"zone":"all","rpm":1000,"scope":"fleet"}]}`},
 	{"pace_upstream off", "ai_resilience {\n\tpace_upstream off\n}", `{"pace_upstream":false}`},
 	{"circuit_breaker", "ai_resilience {\n\tcircuit_breaker 3 10s\n}", `{"circuit_breaker":{"failures":3,"cooldown":10000000000}}`},
 	{"circuit_breaker off", "ai_resilience {\n\tcircuit_breaker off\n}", `{"circuit_breaker":{"off":true}}`},
@@ -170,6 +170,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"limit without zone", "\tlimit", 2, []string{"limit", "zone name"}},
 		{"limit setting unknown", "\tlimit org {\n\t\trpm 5\n\t\trps 1\n\t}", 4, []string{`"rps"`, "key, rpm, tpm, wait"}},
 		{"limit bad rpm", "\tlimit org {\n\t\trpm many\n\t}", 3, []string{"rpm", `"many"`}},
+		{"limit scope other", "\tlimit org {\n\t\trpm 5\n\t\tscope global\n\t}", 4, []string{"scope", `"global"`, "fleet or instance"}},
 		{"limit bad wait", "\tlimit org {\n\t\trpm 5\n\t\twait later\n\t}", 4, []string{"wait", `"later"`}},
 		{"limit sets nothing", "\tlimit org {\n\t\twait 5s\n\t}", 4, []string{"org", "neither rpm nor tpm"}},
 		{"limit zone twice", "\tlimit org {\n\t\trpm 5\n\t}\n\tlimit org {\n\t\ttpm 5\n\t}", 5, []string{`"org"`, "twice"}},
@@ -188,19 +189,26 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			block := "ai_resilience {\n" + c.lines + "\n}"
 			_, err := parse(t, block)
-			if err == nil {
-				t.Fatalf("no error for:\n%s", block)
-			}
-			msg := err.Error()
-			if want := "Testfile:" + strconv.Itoa(c.line); !strings.HasSuffix(msg, want) {
-				t.Errorf("error %q does not end with the line %s", msg, want)
-			}
-			for _, hint := range c.hints {
-				if !strings.Contains(msg, hint) {
-					t.Errorf("error %q lacks %q", msg, hint)
-				}
-			}
+			checkLineError(t, block, err, c.line, c.hints)
 		})
+	}
+}
+
+// checkLineError wants err, from parsing block, to end with the line it is
+// about and to contain every hint.
+func checkLineError(t *testing.T, block string, err error, line int, hints []string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error for:\n%s", block)
+	}
+	msg := err.Error()
+	if want := "Testfile:" + strconv.Itoa(line); !strings.HasSuffix(msg, want) {
+		t.Errorf("error %q does not end with the line %s", msg, want)
+	}
+	for _, hint := range hints {
+		if !strings.Contains(msg, hint) {
+			t.Errorf("error %q lacks %q", msg, hint)
+		}
 	}
 }
 

@@ -235,6 +235,11 @@ type LimitZone struct {
 	Wait caddy.Duration `json:"wait,omitempty"`
 	// The most keys tracked at once. Default: 100000.
 	MaxKeys int `json:"max_keys,omitempty"`
+	// Where the zone's buckets live: `fleet`, in the store the
+	// `ai_resilience` app shares with every instance (the fleet then
+	// admits what one bucket allows), or `instance`, in this instance's
+	// memory. Default: fleet when the app has a store, else instance.
+	Scope string `json:"scope,omitempty"`
 }
 
 // MaxTokens is the output-token ceiling.
@@ -318,11 +323,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	cfg.Logger = h.logger
 	cfg.HashKey = loadHashKey(ctx, h.logger)
-	if cfg.Limits, err = h.loadLimits(); err != nil {
+	if cfg.Limits, err = h.loadLimits(ctx); err != nil {
 		return err
 	}
 	h.gateway = handlers.New(cfg)
-	h.registerMetrics(ctx.GetMetricsRegistry())
+	registerMetrics(ctx.GetMetricsRegistry(), h.logger, handlers.Collectors())
 	return nil
 }
 
@@ -488,19 +493,19 @@ func (h *Handler) retryBudget() *policy.RetryBudget {
 	return policy.NewRetryBudget(h.RetryBudget.Percent, *h.RetryBudget.MinPerSecond, time.Now)
 }
 
-// registerMetrics adds the gateway's collectors to this config load's
-// registry. Caddy makes a new registry per load and several handlers share
-// the collectors, so "already registered" is expected; any other failure
-// disables metrics but not the handler (as caddy-ratelimit does).
-func (h *Handler) registerMetrics(reg *prometheus.Registry) {
+// registerMetrics adds collectors to this config load's registry. Caddy
+// makes a new registry per load and several modules share the collectors,
+// so "already registered" is expected; any other failure disables metrics
+// but not the module (as caddy-ratelimit does).
+func registerMetrics(reg *prometheus.Registry, logger *zap.Logger, collectors []prometheus.Collector) {
 	if reg == nil {
 		return
 	}
-	for _, c := range handlers.Collectors() {
+	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
-				h.logger.Warn("registering metrics", zap.Error(err))
+				logger.Warn("registering metrics", zap.Error(err))
 			}
 		}
 	}

@@ -32,7 +32,13 @@ func (z LimitZone) poolKey() string {
 
 // loadLimits takes this handler's zones from the pool, creating them when
 // no loaded config has them yet. Each one taken is given back in Cleanup.
-func (h *Handler) loadLimits() ([]handlers.Limit, error) {
+// A fleet zone's name in the pool includes its store's, so a reload that
+// changes the store starts the zone afresh there.
+func (h *Handler) loadLimits(ctx caddy.Context) ([]handlers.Limit, error) {
+	app, err := fleetApp(ctx)
+	if err != nil {
+		return nil, err
+	}
 	limits := make([]handlers.Limit, 0, len(h.Limit))
 	for i, z := range h.Limit {
 		for _, earlier := range h.Limit[:i] {
@@ -40,10 +46,19 @@ func (h *Handler) loadLimits() ([]handlers.Limit, error) {
 				return nil, fmt.Errorf("zone %q is limited twice in this handler; merge the two", z.Zone)
 			}
 		}
-		key := z.poolKey()
+		shared, storeKey, err := app.zoneStore(z.Zone, z.Scope)
+		if err != nil {
+			return nil, err
+		}
+		key := z.poolKey() + storeKey
 		h.warnOtherSettings(z, key)
 		v, _, err := zones.LoadOrNew(key, func() (caddy.Destructor, error) {
-			zone, err := policy.NewZone(policy.ZoneConfig{Name: z.Zone, RPM: z.RPM, TPM: z.TPM, Wait: time.Duration(z.Wait), MaxKeys: z.MaxKeys})
+			cfg := policy.ZoneConfig{Name: z.Zone, RPM: z.RPM, TPM: z.TPM, Wait: time.Duration(z.Wait), MaxKeys: z.MaxKeys}
+			if shared != nil {
+				zone, err := policy.NewSharedZone(cfg, shared)
+				return sharedZone{zone}, err
+			}
+			zone, err := policy.NewZone(cfg)
 			return sharedZone{zone}, err
 		})
 		if err != nil {

@@ -142,6 +142,10 @@ func (c *call) settle(usage policy.Usage, status int) {
 // the zone's state in the dialect's rate-limit headers, and a retry hint,
 // or x-should-retry: false for a request too large ever to fit.
 func (c *call) refuse(r *policy.Refusal) {
+	if r.Unavailable {
+		c.writeRateLimited(policy.LimitsUnavailable, "rate-limit zone "+strconv.Quote(r.Zone)+" is shared by a fleet whose store cannot be reached, and this gateway refuses such requests until it is back; retry shortly", r.Retry, true)
+		return
+	}
 	writeZoneHeaders(c.w.Header(), c.dialect, r.Status, time.Now())
 	kind := policy.RequestsLimited
 	if r.Status.TokensLimit > 0 && (r.Never || c.reserved > r.Status.TokensRemaining) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ai-resilience/caddy-ai-resilience/internal/mockprovider"
 	"github.com/ai-resilience/caddy-ai-resilience/internal/testcaddy"
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testproc"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of examples/")
@@ -136,7 +137,7 @@ func startExample(t *testing.T, file string) *example {
 		t.Fatalf("%s has %d servers; the test knows how to run one", file, len(servers))
 	}
 	for _, s := range servers {
-		port := testcaddy.FreePort(t)
+		port := testproc.FreePort(t)
 		s.(map[string]any)["listen"] = []any{fmt.Sprintf("127.0.0.1:%d", port)}
 		ex.url = fmt.Sprintf("http://127.0.0.1:%d", port)
 		pointProxiesAt(s, strings.TrimPrefix(mock.URL, "http://"))

@@ -55,7 +55,8 @@ type setup struct {
 	// upstream wraps the mock provider, for example to rewrite paths; nil
 	// serves the mock as it is.
 	upstream func(http.Handler) http.Handler
-	// global are more global options, such as a servers block.
+	// global holds lines for the global options block, such as a
+	// servers block or the `ai_resilience { redis … }` option.
 	global string
 	// proxy are lines inside the reverse_proxy block.
 	proxy string
@@ -73,7 +74,7 @@ func startGatewayWith(t *testing.T, s setup) *gateway {
 	upstream := httptest.NewServer(h)
 	t.Cleanup(upstream.Close)
 	path := cmp.Or(s.path, "/v1/*")
-	return &gateway{Server: testcaddy.StartWith(t, s.global, fmt.Sprintf(`%s
+	return &gateway{Server: testcaddy.StartGlobal(t, s.global, fmt.Sprintf(`%s
 	route %s {
 %s
 		ai_resilience {

@@ -90,40 +90,70 @@ func (b bucket) reserve(full, t, n int64) (next, wait int64) {
 	if b.capacity == 0 {
 		return full, 0
 	}
-	next = min(max(full, t)+b.span(n), t+maxDebt)
-	return next, max(next-t-limitPeriod, 0)
-}
-
-// give returns n tokens at t to a bucket full at full: a cancelled
-// reservation, or a settlement below the estimate. A bucket never holds more
-// than its capacity, so the full instant does not move before t.
-func (b bucket) give(full, t, n int64) int64 {
-	if b.capacity == 0 {
-		return full
-	}
-	return max(full-b.span(n), t)
+	debt := ShiftDebt(full-t, b.span(n))
+	return t + debt, WaitOf(debt)
 }
 
 // adjust charges n tokens (n > 0) or gives back -n (n < 0) to a bucket full
 // at full, at t, without any bound: settlement and cancellation report what
-// already happened.
+// already happened. A bucket never holds more than its capacity, so giving
+// back does not move the full instant before t.
 func (b bucket) adjust(full, t, n int64) int64 {
-	if n < 0 {
-		return b.give(full, t, -n)
+	if b.capacity == 0 {
+		return full
 	}
-	next, _ := b.reserve(full, t, n)
-	return next
+	return t + ShiftDebt(full-t, b.signedSpan(n))
 }
+
+// signedSpan is span for a count of either sign: negative for tokens given
+// back.
+func (b bucket) signedSpan(n int64) int64 {
+	if n < 0 {
+		return -b.span(-n)
+	}
+	return b.span(n)
+}
+
+// ShiftDebt is the one rule every store applies to a bucket: given its debt,
+// the time until it is full again (zero or less when it is full), and a span
+// of refill time to take (positive) or give back (negative), it returns the
+// new debt. A full bucket owes nothing however long ago it filled, giving
+// back never fills it beyond full, and taking saturates at maxDebt.
+//
+// The local store runs it under a shard lock; the fleet store runs the same
+// rule in its server-side script and in the ledger it keeps while the store
+// is unreachable, so that all three agree to the nanosecond.
+func ShiftDebt(debt, span int64) int64 {
+	return min(max(max(debt, 0)+span, 0), maxDebt)
+}
+
+// WaitOf is how long a request that left a bucket with debt must wait
+// before the level is back to zero: the debt beyond one whole period.
+func WaitOf(debt int64) int64 {
+	return max(debt-limitPeriod, 0)
+}
+
+// MaxDebt is the longest debt ShiftDebt returns, for stores that must
+// mirror it.
+const MaxDebt = maxDebt
+
+// LimitPeriod is the refill period of every bucket, for stores that must
+// mirror WaitOf.
+const LimitPeriod = limitPeriod
 
 // status reads a bucket full at full at instant t: the whole tokens left
 // (0 while reservations wait for refill) and the time until it is full again,
 // which is what both providers' reset headers report (provider-semantics.md
 // §1.5, §2.7).
 func (b bucket) status(full, t int64) (remaining int64, reset time.Duration) {
+	return b.statusOfDebt(full - t)
+}
+
+// statusOfDebt reads a bucket that is full again in debt nanoseconds.
+func (b bucket) statusOfDebt(debt int64) (remaining int64, reset time.Duration) {
 	if b.capacity == 0 {
 		return 0, 0
 	}
-	debt := full - t
 	switch {
 	case debt <= 0:
 		return b.capacity, 0

@@ -122,18 +122,18 @@ func TestBucketQueue(t *testing.T) {
 func TestBucketGive(t *testing.T) {
 	b := bucket{100}
 	full, _ := b.reserve(0, 0, 80)
-	if got := b.give(full, 0, 30); got != b.span(50) {
+	if got := b.adjust(full, 0, -30); got != b.span(50) {
 		t.Errorf("give 30 of 80: full at %d, want %d", got, b.span(50))
 	}
 	// Giving back more than was taken stops at capacity.
-	if got := b.give(full, 0, 1000); got != 0 {
+	if got := b.adjust(full, 0, -1000); got != 0 {
 		t.Errorf("give 1000: full at %d, want 0 (now)", got)
 	}
-	if rem, _ := b.status(b.give(full, 0, 1000), 0); rem != 100 {
+	if rem, _ := b.status(b.adjust(full, 0, -1000), 0); rem != 100 {
 		t.Errorf("over-give: remaining %d, want capacity 100", rem)
 	}
 	// A full bucket stays full: the instant never moves before now.
-	if got := b.give(-5*sec, 3*sec, 10); got != 3*sec {
+	if got := b.adjust(-5*sec, 3*sec, -10); got != 3*sec {
 		t.Errorf("give to a full bucket: %d, want now", got)
 	}
 	// adjust charges without bound and gives back.
@@ -161,7 +161,7 @@ func TestBucketUnlimited(t *testing.T) {
 	if next, wait := b.reserve(7, 100, 1<<40); next != 7 || wait != 0 {
 		t.Errorf("unlimited reserve = %d, %d; want state kept and no wait", next, wait)
 	}
-	if b.give(7, 100, 5) != 7 || b.adjust(7, 100, 5) != 7 {
+	if b.adjust(7, 100, -5) != 7 || b.adjust(7, 100, 5) != 7 {
 		t.Error("unlimited give/adjust must keep the state")
 	}
 	if rem, reset := b.status(7, 0); rem != 0 || reset != 0 {
@@ -221,7 +221,7 @@ func FuzzBucket(f *testing.F) {
 				}
 				full = next
 			case 1: // give back
-				full = b.give(full, now, n)
+				full = b.adjust(full, now, -n)
 				level = min(level+float64(n), float64(c))
 			case 2: // let time pass: up to ~18 minutes
 				dt := arg * 16 * int64(time.Millisecond)

@@ -39,6 +39,9 @@ const (
 	// UnsupportedEncoding is a request body in a Content-Encoding the
 	// gateway cannot decode, so cannot guard.
 	UnsupportedEncoding
+	// LimitsUnavailable is a request refused because the store of its
+	// fleet zones cannot be reached and they are set to deny meanwhile.
+	LimitsUnavailable
 )
 
 // errorShapes holds, per kind, each dialect's status, type and (OpenAI)
@@ -63,6 +66,7 @@ var errorShapes = [...]struct {
 	UpstreamTimeout:     {http.StatusGatewayTimeout, "timeout_error", http.StatusGatewayTimeout, "server_error", "timeout"},
 	Overloaded:          {529, "overloaded_error", http.StatusServiceUnavailable, "server_error", ""},
 	UnsupportedEncoding: {http.StatusUnsupportedMediaType, "invalid_request_error", http.StatusUnsupportedMediaType, "invalid_request_error", "unsupported_content_encoding"},
+	LimitsUnavailable:   {http.StatusServiceUnavailable, "api_error", http.StatusServiceUnavailable, "server_error", "service_unavailable"},
 }
 
 // Status returns the HTTP status the gateway answers with for this kind in
@@ -143,6 +147,8 @@ func (k ErrorKind) String() string {
 		return "timeout_error"
 	case Overloaded:
 		return "overloaded_error"
+	case LimitsUnavailable:
+		return "limits_unavailable"
 	default:
 		return "unsupported_content_encoding"
 	}

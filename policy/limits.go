@@ -8,6 +8,9 @@ import "time"
 type Demand struct {
 	Zone *Zone
 	Key  string
+	// debt is, for a fleet zone its store admitted, the buckets' debts
+	// right after the reservation: what Admission.Status reads.
+	debt Debt
 }
 
 // Admission is a request admitted by Admit: what it reserved, kept so that
@@ -18,9 +21,21 @@ type Demand struct {
 type Admission struct {
 	demands   []Demand
 	tokens    int64 // tokens the request holds in every zone: the reservation, then the last settlement
+	fleet     fleetPath
+	at        time.Time // when the fleet store's debts were read
 	settled   bool
 	cancelled bool
 }
+
+// fleetPath is how an admission's fleet zones admitted it.
+type fleetPath uint8
+
+const (
+	fleetNone  fleetPath = iota // the request is in no fleet zone
+	fleetStore                  // the shared store admitted it
+	fleetShare                  // the store was unreachable: this instance's shares admitted it
+	fleetOpen                   // the store was unreachable, and fleet zones do not limit meanwhile
+)
 
 // Refusal tells why Admit turned a request away, for the 429 the gateway
 // writes instead of calling upstream (SPEC "Limits").
@@ -33,10 +48,18 @@ type Refusal struct {
 	// Never means the request asks for more tokens than the zone's whole
 	// bucket, so no wait will ever let it through (x-should-retry: false).
 	Never bool
+	// Unavailable means the zone's shared store cannot be reached and the
+	// zones refuse meanwhile (on_unavailable deny): a 503, not a 429.
+	Unavailable bool
 	// Status is the refusing zone's state for the key, for the dialect's
 	// rate-limit headers.
 	Status ZoneStatus
 }
+
+// unavailableRetry is the retry hint of a refusal for an unreachable store:
+// the store is probed more often than that, so a retry after it finds the
+// store back if it has returned.
+const unavailableRetry = time.Second
 
 // Admit reserves one request and tokens (the estimated input plus the output
 // cap, SPEC "Limits") in every zone of demands at now, and returns the delay
@@ -49,37 +72,188 @@ type Refusal struct {
 // bucket): a later request never overtakes an earlier one. The delay is the
 // longest wait of any zone.
 //
-// It is all or nothing: when a zone refuses, the reservations already taken in
-// the zones before it are given back at the same instant, so a refused
-// request leaves every bucket as it found it. For a moment between the two
-// steps those zones look fuller than they are; a concurrent request there may
-// see a slightly longer wait. This is what makes the rule hold for zones kept
-// in different stores (one local, one in Redis), where no single lock spans
-// both. A request with more tokens than some zone's capacity is refused with
-// Never before any bucket is touched.
+// It is all or nothing. The instance zones are reserved first, one by one;
+// the fleet zones then go to their store in one call, which decides them all
+// atomically. When a zone refuses, the reservations already taken are given
+// back at the same instant, so a refused request leaves every bucket as it
+// found it. For a moment between the two steps the instance zones look
+// fuller than they are; a concurrent request there may see a slightly
+// longer wait. A request with more tokens than some zone's capacity is
+// refused with Never before any bucket is touched. Every fleet zone of one
+// request must share one store.
 //
-// Admit keeps demands in the Admission; the caller must not change the slice
-// until it has settled or cancelled. It allocates nothing unless it refuses.
+// When the fleet store cannot be reached, the fleet zones do what its
+// StoreHealth.OnUnavailable says: limit with this instance's share of each,
+// refuse with Unavailable, or admit without limit. An unreachable store
+// alone never refuses a request otherwise.
+//
+// Admit keeps demands in the Admission and writes into it; the caller must
+// not change the slice until it has settled or cancelled. With instance
+// zones only, it allocates nothing unless it refuses.
 func Admit(demands []Demand, tokens int64, maxWait time.Duration, now time.Time) (Admission, time.Duration, *Refusal) {
 	tokens = max(tokens, 0)
 	maxWait = max(maxWait, 0)
+	var shared SharedStore
 	for _, d := range demands {
 		if !(bucket{capacity: d.Zone.cfg.TPM}).fits(tokens) {
-			return Admission{}, 0, &Refusal{Zone: d.Zone.cfg.Name, Never: true, Status: d.Zone.store.Status(d.Key, now)}
+			return Admission{}, 0, &Refusal{Zone: d.Zone.cfg.Name, Never: true, Status: d.Zone.Status(d.Key, now)}
+		}
+		if d.Zone.shared != nil {
+			shared = d.Zone.shared
 		}
 	}
-	var delay time.Duration
-	for i, d := range demands {
-		wait, ok := d.Zone.store.Reserve(d.Key, 1, tokens, min(d.Zone.cfg.Wait, maxWait), now)
-		if !ok {
-			for _, taken := range demands[:i] {
-				taken.Zone.store.Adjust(taken.Key, -1, -tokens, now)
-			}
-			return Admission{}, 0, &Refusal{Zone: d.Zone.cfg.Name, Retry: wait, Status: d.Zone.store.Status(d.Key, now)}
+	delay, refusal := reserveIn(demands, tokens, maxWait, now, instanceStore, 0)
+	if refusal != nil {
+		return Admission{}, 0, refusal
+	}
+	a := Admission{demands: demands, tokens: tokens}
+	if shared != nil {
+		wait, refusal := a.reserveFleet(shared, maxWait, now)
+		if refusal != nil {
+			giveBackIn(demands, tokens, now, instanceStore, 0)
+			return Admission{}, 0, refusal
 		}
 		delay = max(delay, wait)
 	}
-	return Admission{demands: demands, tokens: tokens}, delay, nil
+	return a, delay, nil
+}
+
+// instanceStore picks an instance zone's buckets.
+func instanceStore(z *Zone, _ int, _ time.Time) *localStore { return z.store }
+
+// shareStore picks a fleet zone's local share for n live instances.
+func shareStore(z *Zone, n int, now time.Time) *localStore {
+	if z.shared == nil {
+		return nil
+	}
+	return z.shareFor(n, now)
+}
+
+// storePicker chooses the local buckets a demand's zone uses; nil skips the
+// demand.
+type storePicker func(z *Zone, instances int, now time.Time) *localStore
+
+// reserveIn reserves one request and tokens in the local buckets pick gives
+// each demand, all or nothing, and returns the longest wait. A share smaller
+// than the request's tokens gives it the whole share: the request fits the
+// zone, and an outage of the store must not refuse it for good.
+func reserveIn(demands []Demand, tokens int64, maxWait time.Duration, now time.Time, pick storePicker, instances int) (time.Duration, *Refusal) {
+	var delay time.Duration
+	for i, d := range demands {
+		s := pick(d.Zone, instances, now)
+		if s == nil {
+			continue
+		}
+		wait, ok := s.Reserve(d.Key, 1, s.clamp(tokens), min(d.Zone.cfg.Wait, maxWait), now)
+		if !ok {
+			giveBackIn(demands[:i], tokens, now, pick, instances)
+			return 0, &Refusal{Zone: d.Zone.cfg.Name, Retry: wait, Status: s.Status(d.Key, now)}
+		}
+		delay = max(delay, wait)
+	}
+	return delay, nil
+}
+
+// giveBackIn returns what reserveIn took.
+func giveBackIn(demands []Demand, tokens int64, now time.Time, pick storePicker, instances int) {
+	for _, d := range demands {
+		if s := pick(d.Zone, instances, now); s != nil {
+			s.Adjust(d.Key, -1, -s.clamp(tokens), now)
+		}
+	}
+}
+
+// reserveFleet reserves the request in its fleet zones: in one call to
+// their store, or, when the store cannot be reached, as its fallback says.
+func (a *Admission) reserveFleet(s SharedStore, maxWait time.Duration, now time.Time) (time.Duration, *Refusal) {
+	h := s.Health()
+	if !h.Down {
+		cs := a.charges(1, a.tokens, maxWait, true)
+		debts := make([]Debt, len(cs))
+		wait, refused, err := s.Reserve(cs, debts)
+		if err == nil {
+			return a.storeDecided(wait, refused, debts, now)
+		}
+	}
+	var wait time.Duration
+	switch h.OnUnavailable {
+	case FallbackDeny:
+		return 0, &Refusal{Zone: a.firstFleetZone().cfg.Name, Retry: unavailableRetry, Unavailable: true}
+	case FallbackAllow:
+		a.fleet = fleetOpen
+	default:
+		var refusal *Refusal
+		if wait, refusal = reserveIn(a.demands, a.tokens, maxWait, now, shareStore, h.Instances); refusal != nil {
+			return 0, refusal
+		}
+		a.fleet = fleetShare
+	}
+	// The store counts what this instance let through on its own, once it
+	// is back.
+	s.Adjust(a.charges(1, a.tokens, 0, false))
+	return wait, nil
+}
+
+// storeDecided reads the store's answer to a Reserve.
+func (a *Admission) storeDecided(wait time.Duration, refused int, debts []Debt, now time.Time) (time.Duration, *Refusal) {
+	i := 0
+	for j := range a.demands {
+		d := &a.demands[j]
+		if d.Zone.shared == nil {
+			continue
+		}
+		if i == refused {
+			return 0, &Refusal{Zone: d.Zone.cfg.Name, Retry: wait, Status: d.Zone.statusOfDebt(debts[i])}
+		}
+		d.debt = debts[i]
+		i++
+	}
+	a.fleet, a.at = fleetStore, now
+	return wait, nil
+}
+
+// charges returns the request's fleet zones as Charges of requests and
+// tokens, in the order of its demands.
+func (a *Admission) charges(requests, tokens int64, maxWait time.Duration, forReserve bool) []Charge {
+	cs := make([]Charge, 0, len(a.demands))
+	for _, d := range a.demands {
+		if d.Zone.shared != nil {
+			cs = append(cs, d.Zone.charge(d.Key, requests, tokens, min(d.Zone.cfg.Wait, maxWait), forReserve))
+		}
+	}
+	return cs
+}
+
+// firstFleetZone returns the admission's first fleet zone.
+func (a *Admission) firstFleetZone() *Zone {
+	for _, d := range a.demands {
+		if d.Zone.shared != nil {
+			return d.Zone
+		}
+	}
+	return nil
+}
+
+// adjust moves every bucket of the admission by requests and tokens: the
+// instance zones' at once, the fleet zones' through their store, and their
+// local shares too when those admitted the request.
+func (a *Admission) adjust(requests, tokens int64, now time.Time) {
+	for _, d := range a.demands {
+		if d.Zone.store != nil {
+			d.Zone.store.Adjust(d.Key, requests, tokens, now)
+		}
+	}
+	if a.fleet == fleetNone {
+		return
+	}
+	if a.fleet == fleetShare {
+		for _, d := range a.demands {
+			if sh := d.Zone.share.Load(); sh != nil && d.Zone.shared != nil {
+				sh.store.Adjust(d.Key, requests, tokens, now)
+			}
+		}
+	}
+	a.firstFleetZone().shared.Adjust(a.charges(requests, tokens, 0, false))
 }
 
 // Cancel gives back everything the admission reserved, for a request that
@@ -91,9 +265,7 @@ func (a *Admission) Cancel(now time.Time) {
 		return
 	}
 	a.cancelled = true
-	for _, d := range a.demands {
-		d.Zone.store.Adjust(d.Key, -1, -a.tokens, now)
-	}
+	a.adjust(-1, -a.tokens, now)
 }
 
 // Settle corrects the token buckets to actualTokens, the usage the request
@@ -114,9 +286,7 @@ func (a *Admission) Settle(actualTokens int64, now time.Time) {
 		return
 	}
 	a.tokens = actualTokens
-	for _, d := range a.demands {
-		d.Zone.store.Adjust(d.Key, 0, delta, now)
-	}
+	a.adjust(0, delta, now)
 }
 
 // Status returns the tightest state across the admission's zones at now, for
@@ -124,11 +294,24 @@ func (a *Admission) Settle(actualTokens int64, now time.Time) {
 // for tokens separately, the zone with the fewest remaining (on a tie, the
 // longer reset), since every request costs the same in each zone and the one
 // with least left is the one that will refuse first. Dimensions no zone
-// limits stay zero.
+// limits stay zero. A fleet zone is read as its store reported it at
+// admission, refilled since, without another call; one that did not limit
+// the request (its store unreachable) is left out.
 func (a Admission) Status(now time.Time) ZoneStatus {
 	var tight ZoneStatus
 	for _, d := range a.demands {
-		zs := d.Zone.store.Status(d.Key, now)
+		var zs ZoneStatus
+		switch {
+		case d.Zone.store != nil:
+			zs = d.Zone.store.Status(d.Key, now)
+		case a.fleet == fleetStore:
+			elapsed := int64(now.Sub(a.at))
+			zs = d.Zone.statusOfDebt(Debt{d.debt.Requests - elapsed, d.debt.Tokens - elapsed})
+		case a.fleet == fleetShare && d.Zone.share.Load() != nil:
+			zs = d.Zone.share.Load().store.Status(d.Key, now)
+		default:
+			continue
+		}
 		if zs.RequestsLimit > 0 && (tight.RequestsLimit == 0 || zs.RequestsRemaining < tight.RequestsRemaining ||
 			zs.RequestsRemaining == tight.RequestsRemaining && zs.RequestsReset > tight.RequestsReset) {
 			tight.RequestsLimit, tight.RequestsRemaining, tight.RequestsReset = zs.RequestsLimit, zs.RequestsRemaining, zs.RequestsReset

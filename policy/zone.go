@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -49,67 +50,152 @@ type ZoneStatus struct {
 	TokensReset                      time.Duration
 }
 
-// ZoneStore holds the buckets of one zone, per key. Admit, Settle, Cancel and
-// Status reach the buckets only through it, so that a store shared by many
-// Caddy instances (Redis, running the same full-instant arithmetic as bucket
-// in a Lua script with reservation and refund; caddy-modules.md §8.2) can
-// replace the local one without touching the request path. Each call must be
-// atomic for its key, and a store must be safe for concurrent use.
-type ZoneStore interface {
-	// Reserve takes requests and tokens from key's buckets at now when the
-	// caller would have to wait at most maxWait for them, and returns that
-	// wait with ok. When the wait would be longer it takes nothing and
-	// returns the wait the request would have needed (the time until enough
-	// has refilled) with !ok. Callers never ask for more than a bucket's
-	// capacity: Admit refuses those for good before asking.
-	Reserve(key string, requests, tokens int64, maxWait time.Duration, now time.Time) (wait time.Duration, ok bool)
-	// Adjust charges key's buckets (positive counts) or gives back to them
-	// (negative counts) at now, without any bound: settlement and
-	// cancellation report what already happened. Giving back never fills a
-	// bucket above its capacity; charging may take it below zero.
-	Adjust(key string, requests, tokens int64, now time.Time)
-	// Status reads key's buckets at now.
-	Status(key string, now time.Time) ZoneStatus
-}
-
-// Zone is a named limit: a request bucket and a token bucket per key, held in
-// a ZoneStore. A Zone is safe for concurrent use; every handler that names the
-// zone should share one, so that their requests count together.
+// Zone is a named limit: a request bucket and a token bucket per key. An
+// instance zone keeps its buckets in this Caddy instance's memory; a fleet
+// zone keeps them in a SharedStore that every instance of the fleet reaches,
+// so that the fleet admits what one bucket allows. A Zone is safe for
+// concurrent use; every handler that names the zone should share one, so
+// that their requests count together.
 type Zone struct {
-	cfg   ZoneConfig
-	store ZoneStore
+	cfg ZoneConfig
+	// store holds an instance zone's buckets; nil in a fleet zone.
+	store *localStore
+	// shared holds a fleet zone's buckets; nil in an instance zone.
+	shared SharedStore
+	// share holds a fleet zone's buckets while its store is unreachable:
+	// this instance's part of each, the capacity divided by the live
+	// instances it last saw.
+	share atomic.Pointer[share]
 }
 
-// NewZone checks cfg and returns a zone with an empty local store: every key
-// starts with full buckets, as a new API key does at the provider.
+// share is a fleet zone's local stand-in, sized for a number of instances.
+type share struct {
+	instances int
+	store     *localStore
+}
+
+// NewZone checks cfg and returns an instance zone with an empty local
+// store: every key starts with full buckets, as a new API key does at the
+// provider.
 func NewZone(cfg ZoneConfig) (*Zone, error) {
+	cfg, err := cfg.check()
+	if err != nil {
+		return nil, err
+	}
+	return &Zone{cfg: cfg, store: newLocalStore(cfg, time.Now())}, nil
+}
+
+// NewSharedZone checks cfg and returns a fleet zone whose buckets live in
+// shared. Keys the store has not seen start full.
+func NewSharedZone(cfg ZoneConfig, shared SharedStore) (*Zone, error) {
+	cfg, err := cfg.check()
+	if err != nil {
+		return nil, err
+	}
+	return &Zone{cfg: cfg, shared: shared}, nil
+}
+
+// check validates cfg and fills in its defaults.
+func (cfg ZoneConfig) check() (ZoneConfig, error) {
 	if cfg.Name == "" {
-		return nil, errors.New("limit: a zone needs a name")
+		return cfg, errors.New("limit: a zone needs a name")
 	}
 	switch {
 	case cfg.RPM < 0:
-		return nil, fmt.Errorf("limit %s: rpm %d is negative; use 0 to leave requests unlimited", cfg.Name, cfg.RPM)
+		return cfg, fmt.Errorf("limit %s: rpm %d is negative; use 0 to leave requests unlimited", cfg.Name, cfg.RPM)
 	case cfg.TPM < 0:
-		return nil, fmt.Errorf("limit %s: tpm %d is negative; use 0 to leave tokens unlimited", cfg.Name, cfg.TPM)
+		return cfg, fmt.Errorf("limit %s: tpm %d is negative; use 0 to leave tokens unlimited", cfg.Name, cfg.TPM)
 	case cfg.RPM == 0 && cfg.TPM == 0:
-		return nil, fmt.Errorf("limit %s: set rpm, tpm or both, otherwise the zone limits nothing", cfg.Name)
+		return cfg, fmt.Errorf("limit %s: set rpm, tpm or both, otherwise the zone limits nothing", cfg.Name)
 	case cfg.Wait < 0:
-		return nil, fmt.Errorf("limit %s: wait %v is negative; use 0 to refuse at once", cfg.Name, cfg.Wait)
+		return cfg, fmt.Errorf("limit %s: wait %v is negative; use 0 to refuse at once", cfg.Name, cfg.Wait)
 	case cfg.MaxKeys < 0:
-		return nil, fmt.Errorf("limit %s: max keys %d is negative; use 0 for the default of %d", cfg.Name, cfg.MaxKeys, DefaultMaxKeys)
+		return cfg, fmt.Errorf("limit %s: max keys %d is negative; use 0 for the default of %d", cfg.Name, cfg.MaxKeys, DefaultMaxKeys)
 	case int64(cfg.MaxKeys) > maxMaxKeys:
-		return nil, fmt.Errorf("limit %s: max keys %d is more than the %d a zone can track", cfg.Name, cfg.MaxKeys, maxMaxKeys)
+		return cfg, fmt.Errorf("limit %s: max keys %d is more than the %d a zone can track", cfg.Name, cfg.MaxKeys, maxMaxKeys)
 	}
 	if cfg.MaxKeys == 0 {
 		cfg.MaxKeys = DefaultMaxKeys
 	}
-	return &Zone{cfg: cfg, store: newLocalStore(cfg, time.Now())}, nil
+	return cfg, nil
 }
 
 // Config returns the zone's configuration with defaults filled in. A config
 // reload can compare it with the new settings and keep the zone, and with it
 // every bucket, when they are equal.
 func (z *Zone) Config() ZoneConfig { return z.cfg }
+
+// shareFor returns the fleet zone's local share for n live instances: its
+// capacities divided by n (at least one request or token, so that a share
+// never stops limiting), with buckets that start full at now. The share is
+// kept while n stays the same, across outages, since what it holds is this
+// instance's own recent traffic.
+func (z *Zone) shareFor(n int, now time.Time) *localStore {
+	n = max(n, 1)
+	for {
+		old := z.share.Load()
+		if old != nil && old.instances == n {
+			return old.store
+		}
+		cfg := z.cfg
+		cfg.RPM, cfg.TPM = part(cfg.RPM, n), part(cfg.TPM, n)
+		s := &share{instances: n, store: newLocalStore(cfg, now)}
+		if z.share.CompareAndSwap(old, s) {
+			return s.store
+		}
+	}
+}
+
+// part is one of n equal parts of a capacity, at least 1 when it limits.
+func part(capacity int64, n int) int64 {
+	if capacity == 0 {
+		return 0
+	}
+	return max(capacity/int64(n), 1)
+}
+
+// statusOfDebt reads the zone's buckets from their debts.
+func (z *Zone) statusOfDebt(d Debt) ZoneStatus {
+	zs := ZoneStatus{RequestsLimit: z.cfg.RPM, TokensLimit: z.cfg.TPM}
+	zs.RequestsRemaining, zs.RequestsReset = bucket{z.cfg.RPM}.statusOfDebt(d.Requests)
+	zs.TokensRemaining, zs.TokensReset = bucket{z.cfg.TPM}.statusOfDebt(d.Tokens)
+	return zs
+}
+
+// charge is what requests and tokens cost in the zone's buckets, as a
+// Charge for a SharedStore: spans of refill time, negative to give back.
+// With forReserve, a dimension the zone does not limit is Unlimited, so the
+// store neither takes from it nor waits for it.
+func (z *Zone) charge(key string, requests, tokens int64, bound time.Duration, forReserve bool) Charge {
+	r, t := bucket{z.cfg.RPM}, bucket{z.cfg.TPM}
+	c := Charge{Zone: z.cfg.Name, Key: key, Requests: r.signedSpan(requests), Tokens: t.signedSpan(tokens), Bound: bound}
+	if forReserve && r.capacity == 0 {
+		c.Requests = Unlimited
+	}
+	if forReserve && t.capacity == 0 {
+		c.Tokens = Unlimited
+	}
+	return c
+}
+
+// Status reads key's buckets at now: for a refusal's rate-limit headers,
+// and for whoever reports the zone's state. A fleet zone reads its store
+// once; when the store cannot answer, the status shows the zone's limits
+// with nothing known to be taken.
+func (z *Zone) Status(key string, now time.Time) ZoneStatus {
+	if z.shared == nil {
+		return z.store.Status(key, now)
+	}
+	if z.shared.Health().Down {
+		return z.statusOfDebt(Debt{})
+	}
+	cs := []Charge{{Zone: z.cfg.Name, Key: key, Requests: Unlimited, Tokens: Unlimited}}
+	debts := make([]Debt, 1)
+	if _, _, err := z.shared.Reserve(cs, debts); err != nil {
+		return z.statusOfDebt(Debt{})
+	}
+	return z.statusOfDebt(debts[0])
+}
 
 // Sizing of the local store's shards. A shard is one mutex over one map, so
 // more shards mean less contention and shorter eviction sweeps; larger ones
@@ -126,7 +212,7 @@ const (
 	maxMaxKeys = int64(1) << 32
 )
 
-// localStore is the ZoneStore of one Caddy instance: a bounded map from key
+// localStore holds the buckets of one zone in one Caddy instance: a bounded map from key
 // to the key's two full instants, split into shards.
 //
 // Keys are stored as 64-bit hashes (hash/maphash, seeded per store): a key
@@ -214,7 +300,12 @@ func (s *localStore) locate(key string, now time.Time) (t int64, h uint64, sh *s
 	return int64(now.Sub(s.epoch)), h, &s.shards[h>>s.shift]
 }
 
-// Reserve implements ZoneStore. Both buckets are decided together: the wait is
+// Reserve takes requests and tokens from key's buckets at now when the
+// caller would have to wait at most maxWait for them, and returns that wait
+// with ok. When the wait would be longer it takes nothing and returns the
+// wait the request would have needed (the time until enough has refilled)
+// with !ok. Callers never ask for more than a bucket's capacity: Admit
+// refuses those for good before asking. Both buckets are decided together: the wait is
 // the longer of the two, and neither is charged unless both are.
 func (s *localStore) Reserve(key string, requests, tokens int64, maxWait time.Duration, now time.Time) (time.Duration, bool) {
 	t, h, sh := s.locate(key, now)
@@ -232,7 +323,10 @@ func (s *localStore) Reserve(key string, requests, tokens int64, maxWait time.Du
 	return wait, true
 }
 
-// Adjust implements ZoneStore.
+// Adjust charges key's buckets (positive counts) or gives back to them
+// (negative counts) at now, without any bound: settlement and cancellation
+// report what already happened. Giving back never fills a bucket above its
+// capacity; charging may take it below zero.
 func (s *localStore) Adjust(key string, requests, tokens int64, now time.Time) {
 	t, h, sh := s.locate(key, now)
 	sh.mu.Lock()
@@ -248,7 +342,7 @@ func (s *localStore) Adjust(key string, requests, tokens int64, now time.Time) {
 	sh.mu.Unlock()
 }
 
-// Status implements ZoneStore.
+// Status reads key's buckets at now.
 func (s *localStore) Status(key string, now time.Time) ZoneStatus {
 	t, h, sh := s.locate(key, now)
 	sh.mu.Lock()
@@ -258,6 +352,15 @@ func (s *localStore) Status(key string, now time.Time) ZoneStatus {
 	zs.RequestsRemaining, zs.RequestsReset = s.requests.status(st.requests, t)
 	zs.TokensRemaining, zs.TokensReset = s.tokens.status(st.tokens, t)
 	return zs
+}
+
+// clamp bounds a reservation of tokens to the token bucket's capacity, for a
+// share smaller than the zone.
+func (s *localStore) clamp(tokens int64) int64 {
+	if c := s.tokens.capacity; c > 0 {
+		return min(tokens, c)
+	}
+	return tokens
 }
 
 // get returns the slot position and state of hash h, or -1 and two full

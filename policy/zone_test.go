@@ -19,7 +19,7 @@ func newTestZone(t testing.TB, cfg ZoneConfig) (*Zone, *localStore) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return z, z.store.(*localStore)
+	return z, z.store
 }
 
 // tracked reports whether the store holds state for key.

@@ -34,6 +34,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/metrics"
 
 	_ "github.com/ai-resilience/caddy-ai-resilience"
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testproc"
 )
 
 // Server is a running Caddy.
@@ -42,6 +43,8 @@ type Server struct {
 	URL string
 	// LogPath is the file Caddy's JSON logs go to.
 	LogPath string
+	// config is the JSON config the server runs, for Reload.
+	config []byte
 }
 
 // Adapt turns a Caddyfile into Caddy's JSON config.
@@ -57,35 +60,17 @@ func Adapt(caddyfile string) ([]byte, []caddyconfig.Warning, error) {
 // recommends so that Caddy's own request dumps hold no API key. Caddy stops when the test ends.
 func Start(t testing.TB, site string) *Server {
 	t.Helper()
-	return StartWith(t, "", site)
+	return StartGlobal(t, "", site)
 }
 
-// StartWith is Start with more global options, such as a `servers` block.
-func StartWith(t testing.TB, global, site string) *Server {
+// StartGlobal is Start with more global options: global holds lines for
+// the global options block, such as an `ai_resilience { … }` option.
+func StartGlobal(t testing.TB, global, site string) *Server {
 	t.Helper()
-	port := FreePort(t)
+	port := testproc.FreePort(t)
 	logPath := filepath.Join(t.TempDir(), "caddy.log")
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-	storage file_system %s
-	log {
-		output file %s
-		format filter {
-			request>headers>X-Api-Key delete
-			request>headers>Api-Key delete
-			request>headers>Authorization delete
-		}
-		level DEBUG
-	}
-%s
-}
-
-http://127.0.0.1:%d {
-%s
-}
-`, filepath.Join(t.TempDir(), "storage"), logPath, global, port, site)
+	caddyfile := caddyfileFor(`	admin off
+`+global, t.TempDir(), logPath, "DEBUG", port, site)
 	cfg, _, err := Adapt(caddyfile)
 	if err != nil {
 		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
@@ -98,9 +83,45 @@ http://127.0.0.1:%d {
 			t.Logf("stopping caddy: %v", err)
 		}
 	})
-	s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), LogPath: logPath}
+	s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), LogPath: logPath, config: cfg}
 	s.waitReady(t)
 	return s
+}
+
+// caddyfileFor returns a test Caddyfile: the global options (global, then
+// no automatic HTTPS, no saved config, storage in storageDir, and JSON logs
+// at level to logPath, without API keys) and one site on a loopback port.
+func caddyfileFor(global, storageDir, logPath, level string, port int, site string) string {
+	return fmt.Sprintf(`{
+%s
+	auto_https off
+	persist_config off
+	storage file_system %s
+	log {
+		output file %s
+		format filter {
+			request>headers>X-Api-Key delete
+			request>headers>Api-Key delete
+			request>headers>Authorization delete
+		}
+		level %s
+	}
+}
+
+http://127.0.0.1:%d {
+%s
+}
+`, global, storageDir, logPath, level, port, site)
+}
+
+// Reload loads the server's config again, as `caddy reload` does with an
+// unchanged Caddyfile: Caddy provisions a new config, then cleans up the
+// old one.
+func (s *Server) Reload(t testing.TB) {
+	t.Helper()
+	if err := caddy.Load(s.config, true); err != nil {
+		t.Fatalf("reloading config: %v", err)
+	}
 }
 
 // waitReady waits until the listener accepts connections.
@@ -115,17 +136,6 @@ func (s *Server) waitReady(t testing.TB) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("caddy did not start listening on %s", addr)
-}
-
-// FreePort returns a loopback TCP port nobody listens on right now.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Logs returns the log entries written so far whose logger is name (all

@@ -1,0 +1,271 @@
+package integration
+
+// The fleet store through one real Caddy, in process: the global option,
+// fleet zones in a real redis-server, reloads, and what clients get when
+// the store is gone. Tests of several instances, which need several Caddy
+// processes, are in fleet_process_test.go.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anthropics/anthropic-sdk-go"
+	"github.com/caddyserver/caddy/v2"
+	"github.com/openai/openai-go/v3"
+	"github.com/tidwall/gjson"
+
+	"github.com/ai-resilience/caddy-ai-resilience/fleet"
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testcaddy"
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testproc"
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testredis"
+)
+
+// appLogger is the name of the ai_resilience app's logger, which logs the
+// fleet store's transitions.
+const appLogger = "ai_resilience"
+
+// fleetGlobal is the global option that makes an instance a fleet member,
+// with the store's settings as lines of the redis block.
+func fleetGlobal(urls []string, settings ...string) string {
+	return fmt.Sprintf("\tai_resilience {\n\t\tredis %s {\n\t\t\t%s\n\t\t}\n\t}\n", strings.Join(urls, " "), strings.Join(settings, "\n\t\t\t"))
+}
+
+// storeKeys returns every key in the store, and every value of its string
+// keys.
+func storeKeys(t *testing.T, srv *testredis.Server) (keys, values []string) {
+	t.Helper()
+	rdb := srv.Client()
+	ctx := context.Background()
+	keys, err := rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if v, err := rdb.Get(ctx, k).Result(); err == nil {
+			values = append(values, v)
+		}
+	}
+	return keys, values
+}
+
+// TestFleetZoneThroughCaddy runs a Caddy whose zones live in Redis: a burst
+// against `rpm 3` admits 3 and refuses the rest with the zone's state in
+// the headers; the store holds the zone under the prefix, keyed by a hash
+// of the API key, never the key; the gauges say the store is healthy.
+func TestFleetZoneThroughCaddy(t *testing.T) {
+	srv := testredis.Start(t)
+	g := startGatewayWith(t, setup{
+		global:  fleetGlobal([]string{srv.URL}, "prefix fleet_through_caddy", "timeout 500ms"),
+		options: limitOptions(limitBlock("fleet-org", "rpm 3"), limitBlock("fleet-per-key", "key {http.request.header.X-Api-Key}", "rpm 100")),
+		site:    "\tmetrics /metrics",
+	})
+	client := g.anthropicClient()
+	errs, took := limitBurst(6, func(int) error {
+		_, err := client.Messages.New(context.Background(), haiku("claude-haiku-4-5"))
+		return err
+	})
+	for i, err := range checkBurstAdmitted(t, g, errs, took, 3) {
+		checkAnthropicLimited(t, fmt.Sprintf("refusal %d", i+1), err, 3)
+	}
+	// Two zone keys, and the live instances' once the first heartbeat is in.
+	keys, values := storeKeys(t, srv)
+	for deadline := time.Now().Add(time.Second); len(keys) != 3 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		keys, values = storeKeys(t, srv)
+	}
+	if len(keys) != 3 {
+		t.Errorf("store keys %q, want the two zones' and the instances'", keys)
+	}
+	for _, k := range slices.Concat(keys, values) {
+		if strings.Contains(k, testAPIKey) {
+			t.Errorf("the store holds the API key in %q", k)
+		}
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "{fleet_through_caddy}:") {
+			t.Errorf("key %q does not start with the prefix's hash tag", k)
+		}
+	}
+	m := scrape(t, g.URL+"/metrics")
+	if m["caddy_ai_resilience_fleet_store_healthy"] != 1 || m["caddy_ai_resilience_fleet_instances"] != 1 {
+		t.Errorf("fleet gauges: healthy %v, instances %v", m["caddy_ai_resilience_fleet_store_healthy"], m["caddy_ai_resilience_fleet_instances"])
+	}
+}
+
+// TestFleetReloadKeepsStoreAndZones reloads a Caddy that has a fleet zone
+// and an instance zone: the store is the same one (same connections, same
+// heartbeat id), the instance zone spent before the reload still refuses
+// after it, and the fleet zone's buckets are still in the store.
+func TestFleetReloadKeepsStoreAndZones(t *testing.T) {
+	srv := testredis.Start(t)
+	g := startGatewayWith(t, setup{
+		global:  fleetGlobal([]string{srv.URL}, "prefix fleet_reload", "timeout 500ms"),
+		options: limitOptions(limitBlock("fleet-reload-shared", "rpm 2"), limitBlock("fleet-reload-local", "rpm 1", "scope instance")),
+	})
+	rdb := srv.Client()
+	ctx := context.Background()
+	members := func() []string {
+		ids, err := rdb.ZRange(ctx, "{fleet_reload}:instances", 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	connections := func() []string {
+		var ids []string
+		for line := range strings.SplitSeq(rdb.ClientList(ctx).Val(), "\n") {
+			if id, _, ok := strings.Cut(strings.TrimPrefix(line, "id="), " "); ok && !strings.Contains(line, "cmd=client|list") {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	client := g.anthropicClient()
+	if _, err := client.Messages.New(ctx, haiku("claude-haiku-4-5")); err != nil {
+		t.Fatal(err)
+	}
+	before := members()
+	for deadline := time.Now().Add(time.Second); len(before) == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		before = members() // the first heartbeat
+	}
+	conns := connections()
+	if len(before) != 1 || len(conns) == 0 {
+		t.Fatalf("instances %q, store connections %q", before, conns)
+	}
+
+	g.Reload(t)
+	time.Sleep(600 * time.Millisecond) // a heartbeat or more
+	if after := members(); !slices.Equal(after, before) {
+		t.Errorf("instances after the reload %q, want the same store's %q", after, before)
+	}
+	if after := connections(); !slices.ContainsFunc(after, func(id string) bool { return slices.Contains(conns, id) }) {
+		t.Errorf("connections after the reload %q share none with %q: the store was made anew", after, conns)
+	}
+	// The instance zone's one request was spent before the reload.
+	_, err := client.Messages.New(ctx, haiku("claude-haiku-4-5"))
+	var aErr *anthropic.Error
+	if !errors.As(err, &aErr) || !strings.Contains(aErr.RawJSON(), "fleet-reload-local") {
+		t.Fatalf("after the reload: %v, want refused by the instance zone it spent before", err)
+	}
+	// The fleet zone's state is in the store, which kept it too.
+	if ttl := rdb.PTTL(ctx, "{fleet_reload}:zone:fleet-reload-shared:"+fleet.HashKey("")).Val(); ttl <= 0 {
+		t.Errorf("the fleet zone's key has TTL %v after the reload", ttl)
+	}
+}
+
+// TestFleetDenyAnswers503 kills the store under `on_unavailable deny`: both
+// SDKs get a 503 in their API's shape that says why and invites a retry,
+// the upstream sees nothing, and the gauge drops.
+func TestFleetDenyAnswers503(t *testing.T) {
+	srv := testredis.Start(t)
+	g := startGatewayWith(t, setup{
+		global:  fleetGlobal([]string{srv.URL}, "prefix fleet_deny", "on_unavailable deny"),
+		options: limitOptions(limitBlock("fleet-deny", "rpm 100")),
+		site:    "\tmetrics /metrics",
+	})
+	srv.Kill()
+	ctx := context.Background()
+	for i := range 4 {
+		ac := g.anthropicClient()
+		_, err := ac.Messages.New(ctx, haiku("claude-haiku-4-5"))
+		var aErr *anthropic.Error
+		if !errors.As(err, &aErr) || aErr.StatusCode != http.StatusServiceUnavailable || aErr.Type() != "api_error" {
+			t.Fatalf("anthropic request %d: %v, want the SDK's 503 api_error", i, err)
+		}
+		if msg := gjson.Get(aErr.RawJSON(), "error.message").Str; !strings.Contains(msg, "fleet-deny") || !strings.Contains(msg, "store") {
+			t.Errorf("message %q does not say which zone and why", msg)
+		}
+		checkLimitRetryHints(t, "anthropic 503", aErr.Response.Header)
+
+		oc := g.openaiClient()
+		_, err = oc.Chat.Completions.New(ctx, chatParams("gpt-4o-mini"))
+		var oErr *openai.Error
+		if !errors.As(err, &oErr) || oErr.StatusCode != http.StatusServiceUnavailable || oErr.Type != "server_error" || oErr.Code != "service_unavailable" {
+			t.Fatalf("openai request %d: %v, want the SDK's 503 server_error", i, err)
+		}
+	}
+	if n := len(g.mock.Calls()); n != 0 {
+		t.Errorf("the upstream saw %d calls", n)
+	}
+	unavailable := 0
+	for _, e := range g.Logs(t, appLogger) {
+		if e["msg"] == "fleet store unavailable" {
+			unavailable++
+			if e["level"] != "warn" || e["on_unavailable"] != "deny" {
+				t.Errorf("log line %v", e)
+			}
+		}
+	}
+	if unavailable != 1 {
+		t.Errorf("%d \"fleet store unavailable\" lines, want 1", unavailable)
+	}
+	if m := scrape(t, g.URL+"/metrics"); m["caddy_ai_resilience_fleet_store_healthy"] != 0 {
+		t.Errorf("healthy gauge %v after the outage", m["caddy_ai_resilience_fleet_store_healthy"])
+	}
+}
+
+// TestFleetScopeNeedsStore loads a zone with `scope fleet` and no global
+// option: the load fails with a message that says what to add.
+func TestFleetScopeNeedsStore(t *testing.T) {
+	cfg, _, err := testcaddy.Adapt(`{
+	admin off
+}
+http://127.0.0.1:` + itoa(testproc.FreePort(t)) + ` {
+	ai_resilience {
+		limit org {
+			rpm 5
+			scope fleet
+		}
+	}
+	reverse_proxy 127.0.0.1:9
+}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = caddy.Load(cfg, true)
+	t.Cleanup(func() { _ = caddy.Stop() })
+	if err == nil || !strings.Contains(err.Error(), "ai_resilience { redis <url> }") {
+		t.Errorf("load: %v, want an error naming the global option", err)
+	}
+}
+
+// TestFleetCluster runs the gateway against a three-node Redis Cluster with
+// the `cluster` setting: requests in a keyed and an unkeyed zone are decided
+// in one script (all their keys in one slot, no CROSSSLOT), and the limits
+// hold.
+func TestFleetCluster(t *testing.T) {
+	nodes := testredis.StartCluster(t, 3)
+	g := startGatewayWith(t, setup{
+		global:  fleetGlobal([]string{nodes[0].URL, nodes[1].URL, nodes[2].URL}, "prefix fleet_cluster", "timeout 500ms", "cluster"),
+		options: limitOptions(limitBlock("cluster-org", "rpm 10"), limitBlock("cluster-team", "key {http.request.header.X-Team}", "rpm 2")),
+	})
+	ctx := context.Background()
+	red := g.anthropicClient(anthropicHeader("X-Team", "red"))
+	blue := g.anthropicClient(anthropicHeader("X-Team", "blue"))
+	admitted := 0
+	for i := range 6 {
+		c := red
+		if i%2 == 1 {
+			c = blue
+		}
+		if _, err := c.Messages.New(ctx, haiku("claude-haiku-4-5")); err == nil {
+			admitted++
+		} else {
+			checkAnthropicLimited(t, fmt.Sprintf("request %d", i), err, 2)
+		}
+	}
+	if admitted != 4 {
+		t.Errorf("admitted %d, want each team's 2", admitted)
+	}
+	for _, e := range g.Logs(t, appLogger) {
+		if e["msg"] == "fleet store unavailable" {
+			t.Errorf("the cluster store failed: %v", e)
+		}
+	}
+}
