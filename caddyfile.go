@@ -11,6 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 )
 
 func init() {
@@ -78,7 +79,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "provider":
 			var v string
 			if v, err = oneArg(d); err == nil {
-				if _, perr := policy.ParseProvider(v); perr != nil {
+				if _, perr := wire.ParseProvider(v); perr != nil {
 					err = d.Errf("%v", perr)
 				}
 				h.Provider = v

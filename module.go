@@ -19,6 +19,7 @@ import (
 
 	"github.com/ai-resilience/caddy-ai-resilience/handlers"
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 )
 
 func init() {
@@ -413,7 +414,7 @@ func (h *Handler) setDefaults() {
 // gatewayConfig turns the JSON configuration into the request path's
 // prepared form.
 func (h *Handler) gatewayConfig() (handlers.Config, error) {
-	provider, err := policy.ParseProvider(h.Provider)
+	provider, err := wire.ParseProvider(h.Provider)
 	if err != nil {
 		return handlers.Config{}, fmt.Errorf("parsing provider: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 	"io"
 	"net/http"
 	"strings"
@@ -39,7 +40,7 @@ func benchConfig(b *testing.B) handlers.Config {
 		b.Fatal(err)
 	}
 	return handlers.Config{
-		Provider:     policy.Auto,
+		Provider:     wire.Auto,
 		MaxBody:      16e6,
 		MaxBuffered:  512e6,
 		Retries:      2,

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"compress/zlib"
 	"errors"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -178,7 +179,7 @@ func TestHeldResponseWithinMaxBuffered(t *testing.T) {
 	for _, limit := range []int64{1 << 20, 100} {
 		withLimit(t, limit, func(c *bufferCharge) {
 			rec := httptest.NewRecorder()
-			tap := responseTap{dialect: policy.Anthropic, endpoint: policy.Messages}
+			tap := responseTap{api: wire.Messages}
 			aw := attemptWriter{rw: rec, retryOn: policy.DefaultRetryOn(), tap: &tap, charge: c}
 			aw.reset(func() {})
 			aw.WriteHeader(529)
@@ -204,7 +205,7 @@ func TestHeldResponseWithinMaxBuffered(t *testing.T) {
 func TestGatewayGivesBackWhatItHolds(t *testing.T) {
 	models, _ := policy.NewModelTable(nil)
 	g := New(Config{
-		Provider: policy.Auto, MaxBody: 1 << 20, MaxBuffered: 1 << 30, Retries: 1,
+		Provider: wire.Auto, MaxBody: 1 << 20, MaxBuffered: 1 << 30, Retries: 1,
 		Backoff: policy.Backoff{Base: time.Millisecond, Max: time.Millisecond}, RetryOn: policy.DefaultRetryOn(),
 		MaxWait: time.Second, Deadline: time.Minute, Models: models, Validate: true,
 		OutputCap: policy.OutputCapRule{Ceiling: 10},

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -39,7 +40,7 @@ func TestGatewayErrorsSayWhatHappened(t *testing.T) {
 	} {
 		models, _ := policy.NewModelTable(nil)
 		g := New(Config{
-			Provider: policy.Auto, MaxBody: 1 << 20, MaxBuffered: 1 << 30, Retries: c.retries,
+			Provider: wire.Auto, MaxBody: 1 << 20, MaxBuffered: 1 << 30, Retries: c.retries,
 			Backoff: policy.Backoff{Base: time.Millisecond, Max: time.Millisecond}, RetryOn: policy.DefaultRetryOn(),
 			MaxWait: time.Second, Deadline: c.deadline, AttemptTimeout: c.attempt, Models: models,
 		})

@@ -12,18 +12,17 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// statusClientClosed is the status Caddy records for a client that left
-// (nginx's 499, used by reverse_proxy too).
-const statusClientClosed = 499
-
-// finish records the call once: one log line, its metrics and the
-// placeholders for access logs (SPEC "Observability"). It never logs
-// headers, keys or message text.
+// finish ends the call, once, whatever way it ended: the zones settle to
+// its usage, and it is recorded in one log line, its metrics and the
+// placeholders for access logs. It never logs headers, keys or message
+// text.
 func (c *call) finish() {
-	if c.end.finished {
-		return
-	}
-	c.end.finished = true
+	c.limits.settle(c)
+	c.record()
+}
+
+// record writes the call's log line, metrics and placeholders.
+func (c *call) record() {
 	elapsed := time.Since(c.start)
 	usage := c.tap.progress.Usage
 	status := c.end.status
@@ -38,8 +37,8 @@ func (c *call) finish() {
 	}
 	if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, msg); ce != nil {
 		fields := []zap.Field{
-			zap.String("provider", c.dialect.String()),
-			zap.String("endpoint", c.endpoint.String()),
+			zap.String("provider", c.api.Family()),
+			zap.String("endpoint", c.api.Name()),
 			zap.String("model", c.req.Model),
 			zap.String("served_model", c.model),
 			zap.Bool("stream", c.tap.sse),
@@ -62,8 +61,7 @@ func (c *call) finish() {
 		ce.Write(fields...)
 	}
 
-	c.settle(usage, status)
-	dialect := c.dialect.String()
+	dialect := c.api.Family()
 	requestsTotal.WithLabelValues(dialect, modelLabel(c.req.Model), statusLabel(status)).Inc()
 	if failed {
 		errorsTotal.WithLabelValues(dialect, modelLabel(c.req.Model), errorTypeLabel(c.end.errorType)).Inc()
@@ -125,15 +123,4 @@ func statusOf(err error) int {
 		return he.StatusCode
 	}
 	return http.StatusInternalServerError
-}
-
-// formatBytes writes a size the way a person configured it.
-func formatBytes(n int64) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return strconv.FormatInt(n>>20, 10) + "MiB"
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return strconv.FormatInt(n>>10, 10) + "KiB"
-	}
-	return strconv.FormatInt(n, 10) + " bytes"
 }

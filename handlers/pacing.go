@@ -1,9 +1,7 @@
 package handlers
 
 import (
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,7 +10,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/ai-resilience/caddy-ai-resilience/policy"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 )
 
 // maxHolds bounds the pacing holds a gateway keeps: models and credentials
@@ -111,68 +109,48 @@ func (c *call) notePace() {
 		return
 	}
 	now := time.Now()
-	reset, ok := policy.RateLimitReset(c.dialect, c.w.Header(), now)
+	reset, ok := c.api.RateLimitReset(c.w.Header(), now)
 	if !ok || reset <= 0 {
 		return
 	}
-	// The reset is the upstream's number: the sum saturates rather than
-	// wrapping to an instant in the past.
-	until := policy.SaturatingAdd(now.UnixNano(), int64(reset))
+	// The reset is the upstream's number: a hold longer than a day is held
+	// for a day, which max_wait refuses as surely, and the instant cannot
+	// wrap into the past.
+	until := now.Add(min(reset, maxHold)).UnixNano()
 	c.g.holds.hold(holdKey{c.model, c.g.credentialHash(c.r)}, until, now.UnixNano())
 }
 
-// awaitUpstream holds a new request while the upstream has said the rate
-// limit governing its model and key is spent, within max_wait and the
-// deadline. It reports false when it has answered the request itself (a
-// 429, or the client left).
-func (c *call) awaitUpstream() bool {
+// maxHold bounds a pacing hold.
+const maxHold = 24 * time.Hour
+
+// pace holds a new request while the upstream has said the rate limit
+// governing its model and key is spent, within max_wait and the deadline,
+// and refuses it with a 429 when the wait is longer.
+func (c *call) pace() *refusal {
 	if !c.g.cfg.PaceUpstream {
-		return true
+		return nil
 	}
 	now := time.Now()
 	if c.g.holds.latest.Load() <= now.UnixNano() {
-		return true
+		return nil
 	}
 	key := holdKey{c.model, c.g.credentialHash(c.r)}
 	until := c.g.holds.until(key, now.UnixNano())
 	wait := time.Unix(0, until).Sub(now)
 	if until == 0 || wait <= 0 {
-		return true
+		return nil
 	}
 	if wait > c.g.cfg.MaxWait || !now.Add(wait).Before(c.deadline) {
-		c.cancelAdmission() // it never goes upstream, so it takes no place in the zones
-		paceTotal.WithLabelValues(c.dialect.String(), "rejected").Inc()
-		c.writeRateLimited(policy.RequestsLimited, "the upstream reports the rate limit for this model and API key spent until it resets in "+wait.Round(time.Millisecond).String()+", longer than this gateway waits; retry after that", wait, true)
-		return false
+		paceTotal.WithLabelValues(c.api.Family(), "rejected").Inc()
+		return &refusal{kind: wire.RequestsLimited, retry: wait, advise: adviseRetry,
+			message: "the upstream reports the rate limit for this model and API key spent until it resets in " + wait.Round(time.Millisecond).String() + ", longer than this gateway waits; retry after that"}
 	}
-	paceTotal.WithLabelValues(c.dialect.String(), "held").Inc()
+	paceTotal.WithLabelValues(c.api.Family(), "held").Inc()
 	if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, "pacing upstream"); ce != nil {
 		ce.Write(zap.String("model", c.model), zap.String("key_hash", key.credential), zap.Int64("delay_ms", wait.Milliseconds()))
 	}
 	if !c.sleep(wait) {
-		c.cancelAdmission()
-		c.end = ending{errorType: "client_closed", status: statusClientClosed}
-		c.finish()
-		return false
+		return &refusal{gone: true}
 	}
-	return true
-}
-
-// maxRetryAfter bounds the wait hints the gateway sends: some SDKs ignore a
-// retry-after above 60 s or give up entirely (reference §7.2).
-const maxRetryAfter = 60 * time.Second
-
-// writeRateLimited answers 429 in the dialect's shape with the wait hints
-// every official SDK reads: retry-after-ms first, then retry-after in whole
-// seconds (at least 1, never 0, which some SDKs take as "retry now"), and
-// x-should-retry saying whether waiting can help at all (reference §7.2–7.3).
-func (c *call) writeRateLimited(kind policy.ErrorKind, msg string, retry time.Duration, shouldRetry bool) {
-	h := c.w.Header()
-	if shouldRetry {
-		retry = min(max(retry, time.Millisecond), maxRetryAfter)
-		h.Set("Retry-After-Ms", strconv.FormatInt(max(retry.Milliseconds(), 1), 10))
-		h.Set("Retry-After", strconv.FormatInt(max(int64(math.Ceil(retry.Seconds())), 1), 10))
-	}
-	h.Set("X-Should-Retry", strconv.FormatBool(shouldRetry))
-	c.writeError(kind, msg, "")
+	return nil
 }

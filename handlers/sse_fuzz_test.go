@@ -2,10 +2,10 @@ package handlers
 
 import (
 	"bytes"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 	"testing"
 
 	"github.com/ai-resilience/caddy-ai-resilience/handlers/sse/ssetest"
-	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
 // FuzzEventStream feeds arbitrary upstream bytes, split at two arbitrary
@@ -28,11 +28,8 @@ func FuzzEventStream(f *testing.F) {
 			return
 		}
 		at, bt := int(a)%(len(stream)+1), int(b)%(len(stream)+1)
-		for _, api := range []struct {
-			d policy.Dialect
-			e policy.Endpoint
-		}{{policy.Anthropic, policy.Messages}, {policy.OpenAI, policy.ChatCompletions}, {policy.OpenAI, policy.Responses}} {
-			tap := &responseTap{dialect: api.d, endpoint: api.e, strip: api.e == policy.ChatCompletions}
+		for _, api := range []wire.API{wire.Messages, wire.ChatCompletions, wire.Responses} {
+			tap := &responseTap{api: api, strip: api.WantsStreamUsage()}
 			tap.start(200, sseHeader)
 			var out bytes.Buffer
 			_ = tap.pass(stream[:min(at, bt)], &out)
@@ -40,29 +37,29 @@ func FuzzEventStream(f *testing.F) {
 			_ = tap.pass(stream[max(at, bt):], &out)
 			tap.finish(&out)
 
-			var want policy.StreamProgress
+			var want wire.StreamProgress
 			var kept []byte
-			for _, block := range ssetest.Blocks(stream, policy.StreamFields(api.d, api.e)) {
+			for _, block := range ssetest.Blocks(stream, api.StreamPaths().Strings()) {
 				drop := false
 				if block.Event != nil {
 					ev := ssetest.ToStream(*block.Event)
 					// The tap passes over the data of an event whose name
 					// needs none read, and loses the stream when a later
 					// name needs it after all.
-					ev.Unread = len(block.Event.DataName) > 0 && !policy.StreamReadsData(api.d, api.e, block.Event.DataName) &&
-						ev.Named && policy.StreamReadsData(api.d, api.e, ev.Name)
-					drop = tap.strip && !ev.Unread && policy.IsUsageOnlyEvent(api.d, api.e, ev)
-					want.Observe(api.d, api.e, ev)
+					ev.Unread = len(block.Event.DataName) > 0 && !api.ReadsData(block.Event.DataName) &&
+						ev.Named && api.ReadsData(ev.Name)
+					drop = tap.strip && !ev.Unread && api.UsageOnlyEvent(ev)
+					want.Observe(api, ev)
 				}
 				if !drop {
 					kept = append(kept, block.Bytes...)
 				}
 			}
 			if tap.progress != want {
-				t.Fatalf("%v %v: progress %+v, reference %+v", api.d, api.e, tap.progress, want)
+				t.Fatalf("%s: progress %+v, reference %+v", api.Name(), tap.progress, want)
 			}
 			if !bytes.Equal(out.Bytes(), kept) {
-				t.Fatalf("%v %v: output\n%q\nwant\n%q", api.d, api.e, out.Bytes(), kept)
+				t.Fatalf("%s: output\n%q\nwant\n%q", api.Name(), out.Bytes(), kept)
 			}
 			tap.release()
 		}

@@ -25,7 +25,7 @@ func (c *call) allowAttempt() bool {
 		c.permit = p
 		return true
 	}
-	guardActionsTotal.WithLabelValues(c.dialect.String(), "circuit_open").Inc()
+	guardActionsTotal.WithLabelValues(c.api.Family(), "circuit_open").Inc()
 	c.skipped = p.RetryIn
 	c.last.reason = reasonCircuitOpen
 	return false

@@ -2,10 +2,9 @@ package handlers
 
 import (
 	"bytes"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 	"strings"
 	"testing"
-
-	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
 const chatStreamWithUsage = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n" +
@@ -16,7 +15,7 @@ const chatStreamWithUsage = "data: {\"choices\":[{\"index\":0,\"delta\":{\"conte
 // strip runs a stream through a stripping tap, written in pieces split at
 // the given points.
 func strip(stream []byte, splits ...int) ([]byte, *responseTap) {
-	tap := &responseTap{dialect: policy.OpenAI, endpoint: policy.ChatCompletions, strip: true}
+	tap := &responseTap{api: wire.ChatCompletions, strip: true}
 	tap.start(200, sseHeader)
 	var out bytes.Buffer
 	last := 0
@@ -62,7 +61,7 @@ func TestUsageStripperKeepsAnUnfinishedTail(t *testing.T) {
 // chunk is passed on as it arrives rather than held whole.
 func TestUsageStripperPassesLargeEvents(t *testing.T) {
 	big := "data: {\"choices\":[{\"delta\":{\"content\":\"" + strings.Repeat("x", 1<<20) + "\"}}]}\n\n"
-	tap := &responseTap{dialect: policy.OpenAI, endpoint: policy.ChatCompletions, strip: true}
+	tap := &responseTap{api: wire.ChatCompletions, strip: true}
 	tap.start(200, sseHeader)
 	var out bytes.Buffer
 	for i := 0; i < len(big)-1; i += 32 << 10 {

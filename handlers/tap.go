@@ -1,19 +1,15 @@
 package handlers
 
 import (
-	"bytes"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 
 	"github.com/ai-resilience/caddy-ai-resilience/handlers/sse"
-	"github.com/ai-resilience/caddy-ai-resilience/policy"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/jsonread"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 )
-
-// maxTappedBody bounds how much of a JSON response is kept to read its usage
-// afterwards; a longer body is passed on whole but its usage goes unread.
-const maxTappedBody = 8 << 20
 
 // maxHeldEvent bounds the part of one event the usage stripper holds back
 // until the event's end; a usage chunk is a few hundred bytes, so a longer
@@ -25,16 +21,15 @@ const maxHeldEvent = 64 << 10
 // the stream reached its proper end. It never delays a byte, and changes
 // none but for the usage chunk it may strip.
 type responseTap struct {
-	dialect  policy.Dialect
-	endpoint policy.Endpoint
+	api wire.API
 
 	status int
-	sse    bool          // the response is a successful text/event-stream
-	json   *bytes.Buffer // the JSON body so far (non-stream), pooled
-	parser *sse.Parser   // the stream's parser, pooled
+	sse    bool             // the response is a successful text/event-stream
+	json   *jsonread.Reader // the reader of a JSON body (non-stream), pooled
+	parser *sse.Parser      // the stream's parser, pooled
 
-	progress  policy.StreamProgress
-	errorType string // the error.type of an error response
+	progress  wire.StreamProgress
+	errorType string // the error type of an error response
 
 	// strip, when set, leaves out of a Chat Completions stream the usage
 	// chunk that the gateway asked for on the client's behalf, so the
@@ -54,35 +49,51 @@ type responseTap struct {
 	werr             error     // the first error writing to dst
 }
 
-// parsers recycles stream parsers, whose buffers are a few kilobytes.
-var parsers = sync.Pool{New: func() any { return new(sse.Parser) }}
-
-// streamFields holds each API's compiled StreamFields, by dialect and
-// endpoint.
-var streamFields sync.Map
-
-func fieldsFor(d policy.Dialect, e policy.Endpoint) *sse.Fields {
-	key := [2]uint8{uint8(d), uint8(e)}
-	if f, ok := streamFields.Load(key); ok {
-		return f.(*sse.Fields)
-	}
-	reads := func(name []byte) bool { return policy.StreamReadsData(d, e, name) }
-	f, _ := streamFields.LoadOrStore(key, sse.Compile(policy.StreamFields(d, e), reads))
-	return f.(*sse.Fields)
-}
+// parsers and readers recycle stream parsers and JSON readers, whose
+// buffers are a few kilobytes.
+var (
+	parsers = sync.Pool{New: func() any { return new(sse.Parser) }}
+	readers = sync.Pool{New: func() any { return new(jsonread.Reader) }}
+)
 
 // start prepares the tap for a response with the given status and headers.
-// A successful stream is followed event by event; any other body is kept
-// (bounded) to read its usage or its error type when it ends.
+// A successful stream is followed event by event; any other body is read
+// as it passes, for its usage or its error type.
 func (t *responseTap) start(status int, h http.Header) {
 	t.status = status
 	if isEventStream(h.Get("Content-Type")) && successful(status) {
 		t.sse = true
 		t.parser = parsers.Get().(*sse.Parser)
-		t.parser.Reset(fieldsFor(t.dialect, t.endpoint))
+		t.parser.Reset(t.api)
 		return
 	}
-	t.json = getBuffer()
+	t.json = readers.Get().(*jsonread.Reader)
+	t.json.Reset(t.api.BodyPaths())
+}
+
+// values reads the JSON body's values when it was one JSON value, or
+// reports false.
+func (t *responseTap) values() ([]jsonread.Value, bool) {
+	if t.json == nil || !t.json.End() {
+		return nil, false
+	}
+	var buf [16]jsonread.Value
+	return t.json.Values(buf[:0]), true
+}
+
+// readError reads a whole held error body for its error type, and reports
+// whether it says the account's quota is spent.
+func (t *responseTap) readError(b []byte) (quota bool) {
+	r := readers.Get().(*jsonread.Reader)
+	defer readers.Put(r)
+	r.Reset(t.api.BodyPaths())
+	r.Feed(b)
+	if !r.End() {
+		return false
+	}
+	var buf [16]jsonread.Value
+	t.errorType, quota = t.api.BodyError(r.Values(buf[:0]))
+	return quota
 }
 
 // isEventStream reports whether a Content-Type names server-sent events,
@@ -102,11 +113,8 @@ func (t *responseTap) pass(p []byte, dst io.Writer) error {
 		return t.passStripped(p, dst)
 	case t.sse:
 		t.parser.Feed(p, t)
-	case t.json != nil && t.json.Len()+len(p) <= maxTappedBody:
-		t.json.Write(p)
 	case t.json != nil:
-		putBuffer(t.json)
-		t.json = nil
+		t.json.Feed(p)
 	}
 	_, err := dst.Write(p)
 	return err
@@ -142,11 +150,11 @@ func (t *responseTap) passStripped(p []byte, dst io.Writer) error {
 }
 
 // Boundary takes each blank line of the stream and the event it ended.
-func (t *responseTap) Boundary(end int, ev *policy.StreamEvent) {
+func (t *responseTap) Boundary(end int, ev *wire.StreamEvent) {
 	drop := false
 	if ev != nil {
-		t.progress.Observe(t.dialect, t.endpoint, ev)
-		drop = t.strip && !t.passing && policy.IsUsageOnlyEvent(t.dialect, t.endpoint, ev)
+		t.progress.Observe(t.api, ev)
+		drop = t.strip && !t.passing && t.api.UsageOnlyEvent(ev)
 	}
 	if !t.strip {
 		return
@@ -176,31 +184,26 @@ func (t *responseTap) finish(dst io.Writer) {
 		}
 		return
 	}
-	if t.json == nil {
-		return
+	v, ok := t.values()
+	switch {
+	case !ok:
+	case successful(t.status):
+		t.progress.Usage = t.api.BodyUsage(v)
+	default:
+		t.errorType, _ = t.api.BodyError(v)
 	}
-	if successful(t.status) {
-		t.progress.Usage = policy.UsageFromBody(t.dialect, t.endpoint, t.json.Bytes())
-	} else {
-		t.errorType = policy.UpstreamErrorType(t.json.Bytes())
-	}
-	putBuffer(t.json)
-	t.json = nil
 }
 
 // incompleteStream reports whether a successful stream ended without its
-// proper end, so that the gateway must say so in-band. A stream with
-// events, none of them of its API's catalogue, is one the gateway cannot
-// judge: it is left as it came.
+// proper end, so that the gateway must say so in-band.
 func (t *responseTap) incompleteStream() bool {
-	p := &t.progress
-	return t.sse && !p.Done && !p.Lost && (p.Followed || p.Events == 0)
+	return t.sse && t.progress.Incomplete()
 }
 
 // cutEvent returns what ends an incomplete stream: a line end and a blank
 // line where the stream stopped inside a line or an event, so that the
 // client's parser is at the start of an event, then the in-band error.
-func (t *responseTap) cutEvent(why policy.StreamCut) (sep, event []byte) {
+func (t *responseTap) cutEvent(why wire.StreamCut) (sep, event []byte) {
 	midLine, midEvent, lastCR := t.parser.Pending()
 	n := 0
 	for _, b := range [...]bool{lastCR, midLine, midEvent} {
@@ -208,16 +211,18 @@ func (t *responseTap) cutEvent(why policy.StreamCut) (sep, event []byte) {
 			n++ // a CR's LF joins it as one line end; the others end a line
 		}
 	}
-	return blankLines[:n], policy.StreamCutEvent(t.dialect, t.endpoint, why)
+	return blankLines[:n], t.api.CutEvent(why)
 }
 
 var blankLines = []byte("\n\n\n")
 
 // release returns pooled memory; the tap is reset for the next attempt.
 func (t *responseTap) release() {
-	putBuffer(t.json)
+	if t.json != nil {
+		readers.Put(t.json)
+	}
 	if t.parser != nil {
 		parsers.Put(t.parser)
 	}
-	*t = responseTap{dialect: t.dialect, endpoint: t.endpoint, strip: t.strip, hold: t.hold[:0]}
+	*t = responseTap{api: t.api, strip: t.strip, hold: t.hold[:0]}
 }

@@ -2,13 +2,13 @@ package handlers
 
 import (
 	"bytes"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/ai-resilience/caddy-ai-resilience/handlers/sse/ssetest"
-	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
 const anthropicStream = "event: message_start\n" +
@@ -29,8 +29,8 @@ const dataOnlyResponses = "data: {\"type\":\"response.created\",\"sequence_numbe
 var sseHeader = http.Header{"Content-Type": {"text/event-stream; charset=utf-8"}}
 
 // tapStream runs a stream through a tap in two writes split at i.
-func tapStream(d policy.Dialect, e policy.Endpoint, stream string, i int) *responseTap {
-	tap := &responseTap{dialect: d, endpoint: e}
+func tapStream(api wire.API, stream string, i int) *responseTap {
+	tap := &responseTap{api: api}
 	tap.start(200, sseHeader)
 	_ = tap.pass([]byte(stream[:i]), io.Discard)
 	_ = tap.pass([]byte(stream[i:]), io.Discard)
@@ -58,18 +58,17 @@ func framings(stream string) map[string]string {
 func TestTapFollowsStreamsAtEverySplit(t *testing.T) {
 	for _, c := range []struct {
 		name   string
-		d      policy.Dialect
-		e      policy.Endpoint
+		api    wire.API
 		stream string
-		want   policy.Usage
+		want   wire.Usage
 	}{
-		{"anthropic", policy.Anthropic, policy.Messages, anthropicStream, policy.Usage{InputTokens: 30, OutputTokens: 15, StopReason: "end_turn"}},
-		{"chat", policy.OpenAI, policy.ChatCompletions, chatStreamWithUsage, policy.Usage{InputTokens: 9, OutputTokens: 2, StopReason: "stop"}},
-		{"responses-data-only", policy.OpenAI, policy.Responses, dataOnlyResponses, policy.Usage{InputTokens: 76, OutputTokens: 73, StopReason: "completed"}},
+		{"anthropic", wire.Messages, anthropicStream, wire.Usage{InputTokens: 30, OutputTokens: 15, StopReason: "end_turn"}},
+		{"chat", wire.ChatCompletions, chatStreamWithUsage, wire.Usage{InputTokens: 9, OutputTokens: 2, StopReason: "stop"}},
+		{"responses-data-only", wire.Responses, dataOnlyResponses, wire.Usage{InputTokens: 76, OutputTokens: 73, StopReason: "completed"}},
 	} {
 		for framing, stream := range framings(c.stream) {
 			for i := 0; i <= len(stream); i++ {
-				tap := tapStream(c.d, c.e, stream, i)
+				tap := tapStream(c.api, stream, i)
 				if tap.progress.Usage != c.want || tap.incompleteStream() || tap.progress.Err.Status != 0 {
 					t.Fatalf("%s %s split at %d: progress %+v, incomplete %v", c.name, framing, i, tap.progress, tap.incompleteStream())
 				}
@@ -83,32 +82,31 @@ func TestTapFollowsStreamsAtEverySplit(t *testing.T) {
 func TestTapProperEnds(t *testing.T) {
 	for _, c := range []struct {
 		name       string
-		d          policy.Dialect
-		e          policy.Endpoint
+		api        wire.API
 		stream     string
 		incomplete bool
 		errType    string
 		errStatus  int
 	}{
-		{"anthropic cut", policy.Anthropic, policy.Messages, anthropicStream[:strings.Index(anthropicStream, "event: message_stop")], true, "", 0},
-		{"anthropic unfinished last event", policy.Anthropic, policy.Messages, strings.TrimSuffix(anthropicStream, "\n"), true, "", 0},
-		{"anthropic error", policy.Anthropic, policy.Messages, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n", false, "overloaded_error", 529},
-		{"anthropic data-only", policy.Anthropic, policy.Messages, "data: {\"type\":\"message_start\",\"message\":{}}\n\ndata: {\"type\":\"message_stop\"}\n\n", false, "", 0},
-		{"chat done", policy.OpenAI, policy.ChatCompletions, "data: {\"choices\":[]}\n\ndata: [DONE]\n\n", false, "", 0},
-		{"chat cut", policy.OpenAI, policy.ChatCompletions, "data: {\"choices\":[]}\n\n", true, "", 0},
-		{"chat error", policy.OpenAI, policy.ChatCompletions, "data: {\"error\":{\"message\":\"x\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n", false, "server_error", 500},
-		{"chat rate limit", policy.OpenAI, policy.ChatCompletions, "data: {\"error\":{\"message\":\"x\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}\n\n", false, "requests", 429},
-		{"responses incomplete", policy.OpenAI, policy.Responses, "event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",\"incomplete_details\":{\"reason\":\"max_output_tokens\"}}}\n\n", false, "", 0},
-		{"responses failed", policy.OpenAI, policy.Responses, "data: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"x\"}}}\n\n", false, "server_error", 500},
-		{"responses error", policy.OpenAI, policy.Responses, "data: {\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":\"x\",\"param\":null}\n\n", false, "rate_limit_exceeded", 429},
-		{"responses cut", policy.OpenAI, policy.Responses, dataOnlyResponses[:strings.LastIndex(dataOnlyResponses, "data:")], true, "", 0},
-		{"empty", policy.OpenAI, policy.Responses, "", true, "", 0},
+		{"anthropic cut", wire.Messages, anthropicStream[:strings.Index(anthropicStream, "event: message_stop")], true, "", 0},
+		{"anthropic unfinished last event", wire.Messages, strings.TrimSuffix(anthropicStream, "\n"), true, "", 0},
+		{"anthropic error", wire.Messages, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n", false, "overloaded_error", 529},
+		{"anthropic data-only", wire.Messages, "data: {\"type\":\"message_start\",\"message\":{}}\n\ndata: {\"type\":\"message_stop\"}\n\n", false, "", 0},
+		{"chat done", wire.ChatCompletions, "data: {\"choices\":[]}\n\ndata: [DONE]\n\n", false, "", 0},
+		{"chat cut", wire.ChatCompletions, "data: {\"choices\":[]}\n\n", true, "", 0},
+		{"chat error", wire.ChatCompletions, "data: {\"error\":{\"message\":\"x\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n", false, "server_error", 500},
+		{"chat rate limit", wire.ChatCompletions, "data: {\"error\":{\"message\":\"x\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}\n\n", false, "requests", 429},
+		{"responses incomplete", wire.Responses, "event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",\"incomplete_details\":{\"reason\":\"max_output_tokens\"}}}\n\n", false, "", 0},
+		{"responses failed", wire.Responses, "data: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"x\"}}}\n\n", false, "server_error", 500},
+		{"responses error", wire.Responses, "data: {\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":\"x\",\"param\":null}\n\n", false, "rate_limit_exceeded", 429},
+		{"responses cut", wire.Responses, dataOnlyResponses[:strings.LastIndex(dataOnlyResponses, "data:")], true, "", 0},
+		{"empty", wire.Responses, "", true, "", 0},
 		// The data of a delta is passed over; named message_delta after it,
 		// the event cannot be read: the stream is passed on as it is.
-		{"renamed after its data", policy.Anthropic, policy.Messages, "event: content_block_delta\ndata: {\"usage\":{\"output_tokens\":3}}\nevent: message_delta\n\n", false, "", 0},
-		{"foreign events", policy.OpenAI, policy.Responses, "data: {\"candidates\":[]}\n\n", false, "", 0},
+		{"renamed after its data", wire.Messages, "event: content_block_delta\ndata: {\"usage\":{\"output_tokens\":3}}\nevent: message_delta\n\n", false, "", 0},
+		{"foreign events", wire.Responses, "data: {\"candidates\":[]}\n\n", false, "", 0},
 	} {
-		tap := tapStream(c.d, c.e, c.stream, len(c.stream)/2)
+		tap := tapStream(c.api, c.stream, len(c.stream)/2)
 		if tap.incompleteStream() != c.incomplete || tap.progress.Err.Type != c.errType || tap.progress.Err.Status != c.errStatus {
 			t.Errorf("%s: incomplete %v, error %+v; want %v, %q %d", c.name, tap.incompleteStream(), tap.progress.Err, c.incomplete, c.errType, c.errStatus)
 		}
@@ -118,11 +116,11 @@ func TestTapProperEnds(t *testing.T) {
 // TestTapCutEventStartsAnEvent: whatever the stream stopped in the middle
 // of, the appended error is a separate event for a client's parser.
 func TestTapCutEventStartsAnEvent(t *testing.T) {
-	paths := policy.StreamFields(policy.Anthropic, policy.Messages)
+	paths := wire.Messages.StreamPaths().Strings()
 	for i := 0; i <= len(anthropicStream); i++ {
 		for _, stream := range []string{anthropicStream[:i], cr(anthropicStream[:i])} {
-			tap := tapStream(policy.Anthropic, policy.Messages, stream, len(stream)/2)
-			sep, event := tap.cutEvent(policy.CutIncomplete)
+			tap := tapStream(wire.Messages, stream, len(stream)/2)
+			sep, event := tap.cutEvent(wire.CutIncomplete)
 			events := ssetest.Events([]byte(stream+string(sep)+string(event)), paths)
 			last := events[len(events)-1]
 			if last.Name != "error" || !strings.Contains(string(event), last.Head) {
@@ -138,7 +136,7 @@ func TestTapCutEventStartsAnEvent(t *testing.T) {
 // TestTapReadsJSONUsageAndErrors covers non-stream bodies.
 func TestTapReadsJSONUsageAndErrors(t *testing.T) {
 	h := http.Header{"Content-Type": {"application/json"}}
-	tap := responseTap{dialect: policy.OpenAI, endpoint: policy.ChatCompletions}
+	tap := responseTap{api: wire.ChatCompletions}
 	tap.start(200, h)
 	var out bytes.Buffer
 	_ = tap.pass([]byte(`{"choices":[{"finish_reason":"length"}],"usage":{"prompt_tokens":7,`), &out)

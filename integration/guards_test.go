@@ -24,7 +24,8 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/ai-resilience/caddy-ai-resilience/internal/mockprovider"
-	"github.com/ai-resilience/caddy-ai-resilience/policy"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/body"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 )
 
 // sentBody records the body an SDK put on the wire, so a test can compare
@@ -516,8 +517,9 @@ func TestGuardContextTruncateKeepsSystemAndToolPairs(t *testing.T) {
 			for _, m := range all[naive:] {
 				raws = append(raws, m.Raw)
 			}
-			body := strings.Replace(string(sent.b), sentMsgs.Raw, "["+strings.Join(raws, ",")+"]", 1)
-			if policy.EstimateInputTokens(policy.Anthropic, policy.Messages, []byte(body)) <= budget {
+			b := strings.Replace(string(sent.b), sentMsgs.Raw, "["+strings.Join(raws, ",")+"]", 1)
+			req := body.Read([]byte(b), false)
+			if wire.Messages.InputTokens(&req) <= budget {
 				break
 			}
 		}

@@ -3,10 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
-
-	"github.com/tidwall/gjson"
 )
 
 // RetryOn is the set of upstream HTTP statuses that are retried, the
@@ -139,55 +136,4 @@ func statusReason(status int) Reason {
 		return ReasonServerError
 	}
 	return ReasonOther
-}
-
-// quotaCodes are the OpenAI 429 `error.code` values that mean the account is
-// out of money or quota rather than momentarily over its rate
-// (provider-semantics.md §2.6). Waiting does not help with any of them.
-var quotaCodes = [...]string{
-	"insufficient_quota",
-	"credit_balance_exhausted",
-	"organization_spend_limit_exceeded",
-	"project_spend_limit_exceeded",
-	"organization_usage_limit_exceeded",
-}
-
-// QuotaExhausted reports whether an OpenAI-dialect 429 body says the account
-// is out of quota, which the SPEC says is never retried: quota, not rate.
-// Every SDK retries such a 429 on its status alone (provider-semantics.md
-// §2.6), so the gateway must look at the body to tell it from a rate limit;
-// the SDKs' own fields are the place to look, `error.code` and `error.type`
-// (§3.2), and the pitfalls list says to classify on `code` because a rate
-// limit's `type` is `tokens` or `requests`.
-//
-// Gemini's OpenAI-compatible endpoint wraps the error in an array,
-// `[{"error":{...}}]` (§6), so each element of a top-level array is checked
-// too. Anthropic has no such distinction on the wire (its spend caps are
-// plain rate_limit_error 429s, §1.4), and a body that is not valid JSON says
-// nothing, so both give false. The body comes from the upstream, so the
-// validity check is one that deep nesting cannot make expensive.
-func QuotaExhausted(d Dialect, body []byte) bool {
-	if d != OpenAI || !validJSON(body) {
-		return false
-	}
-	root := gjson.ParseBytes(body)
-	if !root.IsArray() {
-		return quotaError(root.Get("error"))
-	}
-	found := false
-	root.ForEach(func(_, v gjson.Result) bool {
-		found = quotaError(v.Get("error"))
-		return !found
-	})
-	return found
-}
-
-// quotaError reports whether an OpenAI `error` object names a quota failure,
-// by its code or, as the SDKs' `type` field shows it, its type.
-func quotaError(e gjson.Result) bool {
-	if e.Get("type").Str == "insufficient_quota" {
-		return true
-	}
-	// Str is empty for a code that is not a string, such as Gemini's 429.
-	return slices.Contains(quotaCodes[:], e.Get("code").Str)
 }

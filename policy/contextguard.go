@@ -2,7 +2,10 @@ package policy
 
 import (
 	"fmt"
-	"strings"
+
+	"github.com/ai-resilience/caddy-ai-resilience/policy/body"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/tokens"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 )
 
 // ContextMode is the `context_guard` setting: what the gateway does when a
@@ -85,10 +88,10 @@ func ChooseModel(model string, fb Fallbacks, input, output int64, table ModelTab
 // its model's window: the numbers, in the form `estimated 205000 input +
 // 8000 output > 200000 window for claude-opus-4-5`, and what the sender can
 // change.
-func ContextOverflowMessage(d Dialect, e Endpoint, model string, input, output, window int64) string {
+func ContextOverflowMessage(api wire.API, model string, input, output, window int64) string {
 	capField := "the output cap"
-	if fields := OutputCapFields(d, e); len(fields) > 0 {
-		capField = fields[0]
+	if fields := api.CapFields(); len(fields) > 0 {
+		capField = fields[0].String()
 	}
 	msg := fmt.Sprintf("estimated %d input + %d output > %d window for %s", input, output, window, model)
 	if input < window {
@@ -98,115 +101,66 @@ func ContextOverflowMessage(d Dialect, e Endpoint, model string, input, output, 
 	return msg + ": the input alone is over the window; shorten the conversation (older turns, long tool results, large documents) or use a model with a larger context window (the input count is this gateway's estimate)"
 }
 
-// turnKind is what a message means for truncation.
-type turnKind uint8
-
-const (
-	// kindModel is the model's side: an assistant message, or a Responses
-	// reasoning item or tool call.
-	kindModel turnKind = iota
-	// kindUser is a person's message, which opens a turn.
-	kindUser
-	// kindResult answers a tool call: an Anthropic user message carrying
-	// tool_result blocks, a Chat `role: tool` message, a Responses
-	// *_output item. It belongs with the call before it.
-	kindResult
-	// kindPinned is a system or developer message: never dropped.
-	kindPinned
-)
-
 // turnMsg is one element of the conversation array.
 type turnMsg struct {
-	raw    string
-	kind   turnKind
+	raw    []byte
+	kind   wire.TurnKind
 	tokens int64
 }
 
-// Truncate shortens the conversation of an Anthropic Messages, Chat
-// Completions or Responses request until EstimateInputTokens of the result
-// is at most budget (the window less the output cap). It returns the new
-// body, how many messages (or input items) it dropped, and ok=false, with
-// the body unchanged, when the request cannot be made to fit.
+// Truncate shortens the conversation of a request of the API until its
+// input estimate (estimate, as the API made it) is at most budget (the
+// window less the output cap). It edits r in place and returns how many
+// messages (or input items) it dropped, or ok=false, with r unchanged,
+// when the request cannot be made to fit.
 //
 // What is dropped, oldest first: whole earlier turns (a user message and
 // everything up to the next one), then, inside the last turn, the oldest
 // tool-call rounds between its user message and its final round. What is
-// never dropped: the system prompt (Anthropic's top-level `system`, and
-// every system or developer message), the last user message, and the last
-// round after it. A tool call and its results go together: an Anthropic
-// assistant message with tool_use blocks and the next user message with the
-// tool_result blocks; a Chat assistant message with tool_calls and the
-// `role: tool` messages after it; Responses reasoning and *_call items and
-// their *_output items. So the first message left after the system prompt
-// is always a user message, and the provider never sees a tool result
-// without its call (reference: provider-semantics.md §1.2, §2.2, §2.5).
+// never dropped: the system prompt (a top-level `system` or `instructions`,
+// and every system or developer message), the last user message, and the
+// last round after it. A tool call and its results go together (the API
+// tells which turn answers a call, wire.TurnResult), so the first message
+// left after the system prompt is always a user message, and the provider
+// never sees a tool result without its call.
 //
 // The array is rebuilt from the raw bytes of the kept elements and spliced
 // into the body; nothing else is re-encoded. A Responses request whose input
 // is a string, or whose conversation is stored upstream
 // (previous_response_id), cannot be shortened here.
-func Truncate(d Dialect, e Endpoint, body []byte, budget int64) ([]byte, int, bool) {
-	total := EstimateInputTokens(d, e, body)
-	if total <= budget {
-		return body, 0, true
+func Truncate(api wire.API, r *body.Request, estimate, budget int64) (dropped int, ok bool) {
+	if estimate <= budget {
+		return 0, true
 	}
-	key := conversationField(e)
-	if key == "" {
-		return body, 0, false
+	arr := r.Raw(api.Conversation())
+	if len(arr) == 0 || arr[0] != '[' {
+		return 0, false
 	}
-	src := bytesView(body)
-	it, _ := iterJSON(src)
-	arr, arrStart := "", -1
-	for arrStart < 0 {
-		k, v, start, ok := it.next()
-		if !ok {
-			return body, 0, false
-		}
-		if k == key && v[0] == '[' {
-			arr, arrStart = v, start
-		}
-	}
-	msgs, ok := readTurns(arr)
-	if !ok {
-		return body, 0, false
-	}
-	keep, dropped, fits := planTruncation(msgs, total, budget)
+	var msgs []turnMsg
+	size := 0
+	body.Elements(arr, func(raw []byte) bool {
+		msgs = append(msgs, turnMsg{raw: raw, kind: api.TurnKind(raw), tokens: tokens.Message(raw)})
+		size += len(raw) + 1
+		return true
+	})
+	keep, dropped, fits := planTruncation(msgs, estimate, budget)
 	if !fits {
-		return body, 0, false
+		return 0, false
 	}
-	out := make([]byte, 0, len(body))
-	out = append(out, body[:arrStart]...)
+	out := make([]byte, 0, size+1)
 	out = append(out, '[')
-	first := true
 	for i, m := range msgs {
 		if !keep[i] {
 			continue
 		}
-		if !first {
+		if len(out) > 1 {
 			out = append(out, ',')
 		}
 		out = append(out, m.raw...)
-		first = false
 	}
 	out = append(out, ']')
-	out = append(out, body[arrStart+len(arr):]...)
-	return out, dropped, true
-}
-
-// readTurns reads the conversation array: each element's raw JSON, kind and
-// estimate (the same messageTokens EstimateInputTokens summed). ok is false
-// for a malformed array, which is left to the provider to reject.
-func readTurns(arr string) ([]turnMsg, bool) {
-	it, _ := iterJSON(arr)
-	var msgs []turnMsg
-	for {
-		_, raw, _, ok := it.next()
-		if !ok {
-			break
-		}
-		msgs = append(msgs, turnMsg{raw: raw, kind: classifyTurn(raw), tokens: messageTokens(raw)})
-	}
-	return msgs, !it.err()
+	r.Replace(api.Conversation(), out)
+	return dropped, true
 }
 
 // planTruncation decides which messages to keep so that total, less the
@@ -219,12 +173,12 @@ func planTruncation(msgs []turnMsg, total, budget int64) (keep []bool, dropped i
 	// A unit is what may only be dropped whole: a user message, or a run
 	// of model messages with the tool results that follow them.
 	var units []int // index of each unit's first message
-	prev := turnKind(255)
+	prev := wire.TurnKind(255)
 	for i, m := range msgs {
 		switch {
-		case m.kind == kindPinned:
+		case m.kind == wire.TurnPinned:
 			continue
-		case len(units) == 0, m.kind == kindUser, m.kind == kindModel && prev != kindModel:
+		case len(units) == 0, m.kind == wire.TurnUser, m.kind == wire.TurnModel && prev != wire.TurnModel:
 			units = append(units, i)
 		}
 		prev = m.kind
@@ -238,10 +192,10 @@ func planTruncation(msgs []turnMsg, total, budget int64) (keep []bool, dropped i
 		}
 		return len(msgs)
 	}
-	isUser := func(u int) bool { return msgs[units[u]].kind == kindUser }
+	isUser := func(u int) bool { return msgs[units[u]].kind == wire.TurnUser }
 	drop := func(u int) {
 		for i := units[u]; i < end(u); i++ {
-			if keep[i] && msgs[i].kind != kindPinned {
+			if keep[i] && msgs[i].kind != wire.TurnPinned {
 				keep[i] = false
 				total -= msgs[i].tokens
 				dropped++
@@ -268,79 +222,4 @@ func planTruncation(msgs []turnMsg, total, budget int64) (keep []bool, dropped i
 		drop(u)
 	}
 	return keep, dropped, total <= budget
-}
-
-// classifyTurn tells what a message or input item is by its role, its
-// type, and (for an Anthropic user message) whether it carries tool_result
-// blocks.
-func classifyTurn(raw string) turnKind {
-	it, ok := iterJSON(raw)
-	if !ok || !it.obj {
-		return kindModel
-	}
-	var role, typ, content string
-	for {
-		k, v, _, ok := it.next()
-		if !ok {
-			break
-		}
-		switch k {
-		case "role":
-			role, _ = rawString(v)
-		case "type":
-			typ, _ = rawString(v)
-		case "content":
-			content = v
-		}
-	}
-	switch role {
-	case "system", "developer":
-		return kindPinned
-	case "tool", "function":
-		return kindResult
-	case "user":
-		if hasToolResult(content) {
-			return kindResult
-		}
-		return kindUser
-	case "":
-		// Responses items without a role: function_call_output,
-		// computer_call_output, mcp_approval_response and the like answer
-		// the call before them; the rest are the model's.
-		if strings.HasSuffix(typ, "_output") || strings.HasSuffix(typ, "_response") {
-			return kindResult
-		}
-	}
-	return kindModel
-}
-
-// hasToolResult reports whether an Anthropic content array holds a
-// tool_result block.
-func hasToolResult(content string) bool {
-	it, ok := iterJSON(content)
-	if !ok || it.obj {
-		return false
-	}
-	for {
-		_, block, _, ok := it.next()
-		if !ok {
-			return false
-		}
-		bi, ok := iterJSON(block)
-		if !ok || !bi.obj {
-			continue
-		}
-		for {
-			k, v, _, ok := bi.next()
-			if !ok {
-				break
-			}
-			if k == "type" {
-				if t, _ := rawString(v); t == "tool_result" {
-					return true
-				}
-				break
-			}
-		}
-	}
 }

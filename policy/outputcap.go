@@ -1,49 +1,11 @@
 package policy
 
-import "fmt"
+import (
+	"fmt"
 
-// The body fields that cap output tokens, per endpoint. Chat Completions has
-// two: max_completion_tokens is current and `max_tokens` is deprecated but
-// still accepted, so a cap must be enforced on both or a client could slip
-// past it with the old name. The first field of each list is the one the
-// gateway inserts when a request names none.
-var (
-	messagesCapFields    = []field{fieldMaxTokens}
-	chatCapFields        = []field{fieldMaxCompletionTokens, fieldMaxTokens}
-	responsesCapFields   = []field{fieldMaxOutputTokens}
-	completionsCapFields = []field{fieldMaxTokens}
+	"github.com/ai-resilience/caddy-ai-resilience/policy/body"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 )
-
-// capFields returns the body fields that cap output tokens for the
-// endpoint: Anthropic Messages `max_tokens`; Chat Completions
-// `max_completion_tokens` and the deprecated `max_tokens`; Responses
-// `max_output_tokens`; legacy Completions `max_tokens`. Embeddings and
-// unknown endpoints have none. The returned slice is shared: do not modify
-// it.
-func capFields(d Dialect, e Endpoint) []field {
-	switch {
-	case d == Anthropic && e == Messages:
-		return messagesCapFields
-	case d == OpenAI && e == ChatCompletions:
-		return chatCapFields
-	case d == OpenAI && e == Responses:
-		return responsesCapFields
-	case d == OpenAI && e == Completions:
-		return completionsCapFields
-	}
-	return nil
-}
-
-// OutputCapFields returns the names of the body fields that cap output
-// tokens for the endpoint (see capFields).
-func OutputCapFields(d Dialect, e Endpoint) []string {
-	fields := capFields(d, e)
-	names := make([]string, len(fields))
-	for i, f := range fields {
-		names[i] = fieldPaths[f]
-	}
-	return names
-}
 
 // CapMode is what the `max_tokens <n> [clamp|reject]` guard does with a
 // request that asks for more output than the ceiling.
@@ -68,7 +30,8 @@ func ParseCapMode(s string) (CapMode, error) {
 	return CapClamp, fmt.Errorf("unknown max_tokens mode %q: use clamp or reject", s)
 }
 
-// OutputCapRule is the configured output-cap guard (SPEC "Guards").
+// OutputCapRule is the configured output-cap guard: the `max_tokens`
+// ceiling and its mode, and `default_max_tokens`.
 type OutputCapRule struct {
 	// Ceiling is the `max_tokens` limit; 0 means none.
 	Ceiling int64
@@ -79,34 +42,28 @@ type OutputCapRule struct {
 	Default int64
 }
 
-// minThinkingBudget is the smallest `thinking.budget_tokens` Anthropic
-// accepts; the budget must also stay below max_tokens
-// (https://docs.anthropic.com/en/docs/build-with-claude/extended-thinking).
-const minThinkingBudget = 1024
-
-// ApplyOutputCap enforces the output-cap guard on the request and returns
-// the effective output cap, whether it changed the body, and a RequestError
-// when the request must be refused.
+// ApplyOutputCap enforces the output-cap guard on a request of the API and
+// returns the effective output cap, whether it changed the body, and a
+// RequestError when the request must be refused.
 //
-// Every cap field the endpoint uses is checked, by value in any JSON number
+// Every cap member the API uses is checked, by value in any JSON number
 // form. A value above the ceiling is clamped to it (or, in CapReject mode,
 // refused); a value above modelMax, the model's own max_output from the
 // model table, is always clamped, since the provider would reject it. A
 // body that names no cap (or names it as null) gets rule.Default in the
-// endpoint's preferred field, itself clamped. A value the gateway writes is
-// an integer. The effective cap is the largest value left in the body, or 0
+// API's preferred member, itself clamped. A value the gateway writes is an
+// integer. The effective cap is the largest value left in the body, or 0
 // when the body names none: the context guard and the rate limiter then
-// fall back to the model's max_output.
+// reserve no output.
 //
-// A cap the gateway lowers or sets must leave the request valid: an
-// Anthropic `thinking.budget_tokens` must stay below max_tokens and at
-// least 1024, so it is lowered with the cap, and when no budget fits the
-// request is refused with both numbers. A request that is invalid as it
-// came is left for the validator or the provider to answer, as is a body
-// that is not a JSON object or a cap that is not a number.
-func (r *Request) ApplyOutputCap(rule OutputCapRule, modelMax int64) (effective int64, changed bool, _ *RequestError) {
-	fields := capFields(r.d, r.e)
-	if len(fields) == 0 || !r.object {
+// A cap the gateway lowers or sets must leave the request valid, which the
+// API sees to (API.CapLowered: an Anthropic thinking budget is lowered with
+// the cap, or the request refused with both numbers). A request that is
+// invalid as it came is left for the validator or the provider to answer,
+// as is a body that is not a JSON object or a cap that is not a number.
+func ApplyOutputCap(api wire.API, r *body.Request, rule OutputCapRule, modelMax int64) (effective int64, changed bool, _ *body.RequestError) {
+	fields := api.CapFields()
+	if len(fields) == 0 || !r.Object() {
 		return 0, false, nil
 	}
 	limit := rule.Ceiling
@@ -115,22 +72,22 @@ func (r *Request) ApplyOutputCap(rule OutputCapRule, modelMax int64) (effective 
 	}
 	named := false
 	for _, f := range fields {
-		raw := r.raw(f)
+		raw := r.Raw(f)
 		if raw == nil || string(raw) == "null" {
 			continue
 		}
 		named = true
-		n, ok := numberValue(raw)
+		n, ok := body.Number(raw)
 		if !ok {
 			continue
 		}
 		if rule.Mode == CapReject && rule.Ceiling > 0 && n > rule.Ceiling {
-			p := fieldPaths[f]
-			return 0, changed, &RequestError{Param: p, Message: fmt.Sprintf("%s is %s, above the %d output tokens this gateway allows per request; send %s of at most %d (or ask the gateway's operator to raise its max_tokens limit)",
+			p := f.String()
+			return 0, changed, &body.RequestError{Param: p, Message: fmt.Sprintf("%s is %s, above the %d output tokens this gateway allows per request; send %s of at most %d (or ask the gateway's operator to raise its max_tokens limit)",
 				p, raw, rule.Ceiling, p, rule.Ceiling)}
 		}
 		if limit > 0 && n > limit {
-			r.setInt(f, limit)
+			r.SetInt(f, limit)
 			n, changed = limit, true
 		}
 		effective = max(effective, n)
@@ -140,33 +97,14 @@ func (r *Request) ApplyOutputCap(rule OutputCapRule, modelMax int64) (effective 
 		if limit > 0 {
 			n = min(n, limit)
 		}
-		if r.setInt(fields[0], n) {
+		if r.SetInt(fields[0], n) {
 			effective, changed = n, true
 		}
 	}
 	if changed {
-		if err := r.fitThinking(effective); err != nil {
+		if err := api.CapLowered(r, effective); err != nil {
 			return 0, changed, err
 		}
 	}
 	return effective, changed, nil
-}
-
-// fitThinking keeps an Anthropic thinking budget below an output cap the
-// gateway has just lowered or set to maxTokens.
-func (r *Request) fitThinking(maxTokens int64) *RequestError {
-	if r.d != Anthropic || string(r.raw(fieldThinkingType)) != `"enabled"` {
-		return nil
-	}
-	budget, ok := numberValue(r.raw(fieldThinkingBudget))
-	if !ok || budget < maxTokens {
-		return nil
-	}
-	if maxTokens-1 < minThinkingBudget {
-		return &RequestError{Param: "thinking.budget_tokens", Message: fmt.Sprintf(
-			"this gateway limits max_tokens to %d for this request, but thinking.budget_tokens is %d, and a thinking budget must be below max_tokens and at least %d; "+
-				"turn thinking off, or ask the gateway's operator for a max_tokens limit above %d", maxTokens, budget, minThinkingBudget, minThinkingBudget)}
-	}
-	r.setInt(fieldThinkingBudget, maxTokens-1)
-	return nil
 }

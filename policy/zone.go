@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 	"hash/maphash"
 	"math"
 	"sync"
@@ -36,19 +37,12 @@ type ZoneConfig struct {
 	MaxKeys int
 }
 
-// ZoneStatus describes a zone's buckets for one key, as the providers'
-// rate-limit headers do (anthropic-ratelimit-requests-limit/remaining/reset,
-// x-ratelimit-limit/remaining/reset-requests, and the same for tokens;
-// provider-semantics.md §1.5, §2.7). A limit of 0 means the zone does not
-// limit that dimension, and no header should be written for it. Remaining is
-// never negative, even while queued requests hold the bucket below zero; a
-// reset is the time until the bucket is full again.
-type ZoneStatus struct {
-	RequestsLimit, RequestsRemaining int64
-	RequestsReset                    time.Duration
-	TokensLimit, TokensRemaining     int64
-	TokensReset                      time.Duration
-}
+// ZoneStatus describes a zone's buckets for one key the way the APIs'
+// rate-limit headers describe limits, so a refusal or an answer can carry
+// it as they are: a limit of 0 means the zone does not limit that
+// dimension; remaining is never negative, even while queued requests hold
+// the bucket below zero; a reset is the time until the bucket is full again.
+type ZoneStatus = wire.RateLimits
 
 // Zone is a named limit: a request bucket and a token bucket per key. An
 // instance zone keeps its buckets in this Caddy instance's memory; a fleet

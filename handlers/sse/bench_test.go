@@ -1,15 +1,14 @@
 package sse
 
 import (
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 	"testing"
-
-	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
 // discard counts events and keeps nothing.
 type discard struct{ n int }
 
-func (d *discard) Boundary(_ int, ev *policy.StreamEvent) {
+func (d *discard) Boundary(_ int, ev *wire.StreamEvent) {
 	if ev != nil {
 		d.n++
 	}
@@ -27,15 +26,15 @@ func BenchmarkParser(b *testing.B) {
 		{"openai_responses/delta_data_only", "responses", "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":12,\"item_id\":\"msg_67ccd3acc8d48190a77525dc6de64b4104becb25c8b7a\",\"output_index\":0,\"content_index\":0,\"delta\":\" jumps over\",\"logprobs\":[]}\n\n"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			d, e := policy.Anthropic, policy.Messages
+			api := wire.Messages
 			switch c.api {
 			case "chat":
-				d, e = policy.OpenAI, policy.ChatCompletions
+				api = wire.ChatCompletions
 			case "responses":
-				d, e = policy.OpenAI, policy.Responses
+				api = wire.Responses
 			}
 			var p Parser
-			p.Reset(Compile(apis[c.api], func(name []byte) bool { return policy.StreamReadsData(d, e, name) }))
+			p.Reset(api)
 			var sink discard
 			ev := []byte(c.event)
 			b.SetBytes(int64(len(ev)))

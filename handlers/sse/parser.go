@@ -12,9 +12,19 @@ package sse
 
 import (
 	"bytes"
+	"slices"
 
-	"github.com/ai-resilience/caddy-ai-resilience/policy"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/jsonread"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 )
+
+// Rules are what a Parser reads of each event: the JSON paths of its data,
+// and whether an event of a given name has anything to read at all. A
+// wire.API is the rules of its stream.
+type Rules interface {
+	StreamPaths() *jsonread.Paths
+	ReadsData(name []byte) bool
+}
 
 // Handler receives what a Parser finds.
 type Handler interface {
@@ -22,7 +32,7 @@ type Handler interface {
 	// it in the bytes being fed, and ev the event it dispatched, or nil
 	// when no data came since the last blank line. ev is valid only
 	// during the call.
-	Boundary(end int, ev *policy.StreamEvent)
+	Boundary(end int, ev *wire.StreamEvent)
 }
 
 // lineState is where the parser is within a line.
@@ -56,9 +66,10 @@ var bom = [3]byte{0xEF, 0xBB, 0xBF}
 
 // Parser follows one event stream. Its zero value is not ready: call Reset.
 type Parser struct {
-	json   reader
-	fields []policy.JSONValue
-	ev     policy.StreamEvent
+	rules  Rules
+	json   jsonread.Reader
+	fields []jsonread.Value
+	ev     wire.StreamEvent
 
 	line     lineState
 	name     [5]byte // the start of the line's field name
@@ -76,19 +87,16 @@ type Parser struct {
 	head     [headLen]byte
 	headN    int
 	read     bool // the reader has data of the current event
-	set      bool // fields holds values of an earlier event
 }
 
-// Reset prepares p to follow a new stream, reading fields from each
-// event's data.
-func (p *Parser) Reset(f *Fields) {
-	if p.json.f != f {
-		p.json = reader{f: f, slots: make([]slot, f.slots), name: p.json.name}
-		p.fields = make([]policy.JSONValue, len(f.paths))
-	}
-	p.json.reset()
+// Reset prepares p to follow a new stream by the rules r.
+func (p *Parser) Reset(r Rules) {
+	p.rules = r
+	paths := r.StreamPaths()
+	p.json.Reset(paths)
+	p.fields = slices.Grow(p.fields[:0], paths.Len())[:paths.Len()]
 	clear(p.fields)
-	p.line, p.nameLen, p.lastCR, p.bomSeen, p.bomDone, p.read, p.set = lineStart, 0, false, 0, false, false, false
+	p.line, p.nameLen, p.lastCR, p.bomSeen, p.bomDone, p.read = lineStart, 0, false, 0, false, false
 	p.endEvent()
 }
 
@@ -218,7 +226,7 @@ func (p *Parser) beginField() {
 	switch {
 	case p.nameLen == 4 && string(name) == "data":
 		p.field = fieldData
-		if p.lines == 0 && p.named && p.json.f.reads != nil && !p.json.f.reads(p.eventName()) {
+		if p.lines == 0 && p.named && !p.rules.ReadsData(p.eventName()) {
 			p.skip = true
 		}
 		if p.lines > 0 {
@@ -240,7 +248,7 @@ func (p *Parser) value(b []byte) {
 	case fieldData:
 		p.data(b)
 	case fieldEvent:
-		if len(p.evName)+len(b) > policy.MaxStreamText {
+		if len(p.evName)+len(b) > jsonread.MaxText {
 			p.nameLong = true
 			return
 		}
@@ -255,7 +263,7 @@ func (p *Parser) endField() {
 			p.evName = p.evName[:0]
 		}
 		p.named = len(p.evName) > 0 || p.nameLong
-		if p.skip && p.named && p.json.f.reads(p.eventName()) {
+		if p.skip && p.named && p.rules.ReadsData(p.eventName()) {
 			p.unread = true
 		}
 	}
@@ -275,7 +283,7 @@ func (p *Parser) data(b []byte) {
 	p.headN += copy(p.head[p.headN:], b)
 	if !p.skip {
 		p.read = true
-		p.json.feed(b)
+		p.json.Feed(b)
 	}
 }
 
@@ -291,18 +299,11 @@ func (p *Parser) dispatch(h Handler, end int) {
 	if p.named && !p.nameLong {
 		ev.Name = p.evName
 	}
-	ev.JSON = p.read && p.json.end()
-	if p.set {
-		clear(p.fields)
-		p.set = false
-	}
+	ev.JSON = p.read && p.json.End()
 	if ev.JSON {
-		p.set = true
-		for i, s := range p.json.f.paths {
-			if p.json.slots[s].kind != policy.JSONAbsent {
-				p.fields[i] = p.json.result(s)
-			}
-		}
+		p.fields = p.json.Values(p.fields)
+	} else {
+		clear(p.fields)
 	}
 	ev.Fields = p.fields
 	ev.Head = p.head[:p.headN]
@@ -315,7 +316,7 @@ func (p *Parser) endEvent() {
 	p.lines, p.named, p.nameLong, p.headN, p.skip, p.unread = 0, false, false, 0, false, false
 	p.evName = p.evName[:0]
 	if p.read {
-		p.json.reset()
+		p.json.Reset(p.rules.StreamPaths())
 		p.read = false
 	}
 }

@@ -3,12 +3,13 @@ package sse
 import (
 	"bytes"
 	"fmt"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/jsonread"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/ai-resilience/caddy-ai-resilience/handlers/sse/ssetest"
-	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
 // collector records what the parser reports.
@@ -17,7 +18,7 @@ type collector struct {
 	blanks int
 }
 
-func (c *collector) Boundary(_ int, ev *policy.StreamEvent) {
+func (c *collector) Boundary(_ int, ev *wire.StreamEvent) {
 	c.blanks++
 	if ev != nil {
 		c.events = append(c.events, ssetest.FromStream(ev))
@@ -26,10 +27,16 @@ func (c *collector) Boundary(_ int, ev *policy.StreamEvent) {
 
 // apis are the field sets the gateway compiles.
 var apis = map[string][]string{
-	"anthropic": policy.StreamFields(policy.Anthropic, policy.Messages),
-	"chat":      policy.StreamFields(policy.OpenAI, policy.ChatCompletions),
-	"responses": policy.StreamFields(policy.OpenAI, policy.Responses),
+	"anthropic": wire.Messages.StreamPaths().Strings(),
+	"chat":      wire.ChatCompletions.StreamPaths().Strings(),
+	"responses": wire.Responses.StreamPaths().Strings(),
 }
+
+// allData are rules that read the given paths from every event's data.
+type allData struct{ paths *jsonread.Paths }
+
+func (a allData) StreamPaths() *jsonread.Paths { return a.paths }
+func (allData) ReadsData([]byte) bool          { return true }
 
 // checkAgainstReference feeds stream split at the given points and
 // compares what the parser found with the reference.
@@ -43,7 +50,7 @@ func checkAgainstReference(t *testing.T, stream []byte, splits ...int) {
 			blanks--
 		}
 		var p Parser
-		p.Reset(Compile(paths, nil))
+		p.Reset(allData{jsonread.Compile(paths...)})
 		var got collector
 		last := 0
 		for _, s := range splits {
@@ -70,7 +77,7 @@ func show(e ssetest.Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "named=%v name=%q json=%v head=%q", e.Named, e.Name, e.JSON, e.Head)
 	for i, f := range e.Fields {
-		if f.Kind != policy.JSONAbsent {
+		if f.Kind != jsonread.Absent {
 			fmt.Fprintf(&b, " [%d kind=%d len=%d text=%q]", i, f.Kind, f.Len, f.Text)
 		}
 	}
@@ -145,7 +152,7 @@ func FuzzParser(f *testing.F) {
 // TestParserDepthLimit: data nested past encoding/json's limit is not
 // JSON, and the parser's memory for it stays a bit per level.
 func TestParserDepthLimit(t *testing.T) {
-	for _, depth := range []int{maxDepth, maxDepth + 1} {
+	for _, depth := range []int{jsonread.MaxDepth, jsonread.MaxDepth + 1} {
 		data := strings.Repeat("[", depth) + strings.Repeat("]", depth)
 		checkAgainstReference(t, []byte("data: "+data+"\n\n"), 3, 5000, 15000)
 	}
@@ -162,7 +169,7 @@ func TestParserBoundedMemory(t *testing.T) {
 	}
 	text.WriteString(`"}]}],"status":"completed","usage":{"input_tokens":76,"output_tokens":73}}}` + "\n\n")
 	stream := text.Bytes()
-	fields := Compile(apis["responses"], nil)
+	fields := allData{jsonread.Compile(apis["responses"]...)}
 	var got collector
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -175,8 +182,8 @@ func TestParserBoundedMemory(t *testing.T) {
 	if len(got.events) != 1 || !got.events[0].JSON {
 		t.Fatalf("events %v, want the one complete event", got.events)
 	}
-	var progress policy.StreamProgress
-	progress.Observe(policy.OpenAI, policy.Responses, ssetest.ToStream(got.events[0]))
+	var progress wire.StreamProgress
+	progress.Observe(wire.Responses, ssetest.ToStream(got.events[0]))
 	if !progress.Done || progress.InputTokens != 76 || progress.OutputTokens != 73 {
 		t.Errorf("progress %+v, want done with usage 76/73", progress)
 	}

@@ -11,7 +11,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ai-resilience/caddy-ai-resilience/policy"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/jsonread"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 )
 
 // HeadLen is how much of the start of an event's data a parser keeps.
@@ -20,9 +21,9 @@ const HeadLen = 8
 // Event is what a parser reports of one dispatched event.
 type Event struct {
 	Named  bool
-	Name   string // empty when longer than policy.MaxStreamText
+	Name   string // empty when longer than jsonread.MaxText
 	JSON   bool
-	Fields []policy.JSONValue
+	Fields []jsonread.Value
 	Head   string
 	// DataName is the event's name when its first data line came: a
 	// parser that passes over the data of events so named must know.
@@ -108,10 +109,10 @@ func Events(stream []byte, paths []string) []Event {
 // event reads one event's data.
 func event(name, data []byte, paths []string) Event {
 	ev := Event{Named: len(name) > 0, JSON: json.Valid(data), Head: string(data[:min(len(data), HeadLen)])}
-	if ev.Named && len(name) <= policy.MaxStreamText {
+	if ev.Named && len(name) <= jsonread.MaxText {
 		ev.Name = string(name)
 	}
-	ev.Fields = make([]policy.JSONValue, len(paths))
+	ev.Fields = make([]jsonread.Value, len(paths))
 	if !ev.JSON {
 		return ev
 	}
@@ -123,51 +124,51 @@ func event(name, data []byte, paths []string) Event {
 
 // value finds the value at a path: a step of digits indexes an array, any
 // other names a member (the last one, when it is given twice).
-func value(raw json.RawMessage, steps []string) policy.JSONValue {
+func value(raw json.RawMessage, steps []string) jsonread.Value {
 	for _, step := range steps {
 		if index, err := strconv.Atoi(step); err == nil && strings.Trim(step, "0123456789") == "" {
 			var elems []json.RawMessage
 			if raw[0] != '[' || json.Unmarshal(raw, &elems) != nil || index >= len(elems) {
-				return policy.JSONValue{}
+				return jsonread.Value{}
 			}
 			raw = elems[index]
 			continue
 		}
 		var members map[string]json.RawMessage
 		if raw[0] != '{' || json.Unmarshal(raw, &members) != nil {
-			return policy.JSONValue{}
+			return jsonread.Value{}
 		}
 		v, ok := members[step]
 		if !ok {
-			return policy.JSONValue{}
+			return jsonread.Value{}
 		}
 		raw = v
 	}
-	var v policy.JSONValue
+	var v jsonread.Value
 	switch raw[0] {
 	case 'n':
-		v.Kind = policy.JSONNull
+		v.Kind = jsonread.Null
 	case 't':
-		v.Kind = policy.JSONTrue
+		v.Kind = jsonread.True
 	case 'f':
-		v.Kind = policy.JSONFalse
+		v.Kind = jsonread.False
 	case '{':
-		v.Kind = policy.JSONObject
+		v.Kind = jsonread.Object
 	case '[':
-		v.Kind = policy.JSONArray
+		v.Kind = jsonread.Array
 		var elems []json.RawMessage
 		_ = json.Unmarshal(raw, &elems)
 		v.Len = len(elems)
 	case '"':
-		v.Kind = policy.JSONString
-		if len(raw)-2 <= policy.MaxStreamText {
+		v.Kind = jsonread.String
+		if len(raw)-2 <= jsonread.MaxText {
 			var s string
 			_ = json.Unmarshal(raw, &s)
 			v.Text = []byte(s)
 		}
 	default:
-		v.Kind = policy.JSONNumber
-		if len(raw) <= policy.MaxStreamText {
+		v.Kind = jsonread.Number
+		if len(raw) <= jsonread.MaxText {
 			v.Text = raw
 		}
 	}
@@ -189,7 +190,7 @@ func Same(a, b Event) bool {
 }
 
 // FromStream copies what a parser reports into an Event.
-func FromStream(ev *policy.StreamEvent) Event {
+func FromStream(ev *wire.StreamEvent) Event {
 	e := Event{Named: ev.Named, Name: string(ev.Name), JSON: ev.JSON, Head: string(ev.Head)}
 	for _, f := range ev.Fields {
 		f.Text = bytes.Clone(f.Text)
@@ -199,8 +200,8 @@ func FromStream(ev *policy.StreamEvent) Event {
 }
 
 // ToStream turns an Event back into what a policy observes.
-func ToStream(e Event) *policy.StreamEvent {
-	ev := &policy.StreamEvent{Named: e.Named, JSON: e.JSON, Fields: e.Fields, Head: []byte(e.Head)}
+func ToStream(e Event) *wire.StreamEvent {
+	ev := &wire.StreamEvent{Named: e.Named, JSON: e.JSON, Fields: e.Fields, Head: []byte(e.Head)}
 	if e.Name != "" {
 		ev.Name = []byte(e.Name)
 	}

@@ -1,4 +1,4 @@
-package policy
+package tokens
 
 import (
 	"math"
@@ -252,7 +252,7 @@ var runeWeight = [numClasses - clsLatin]float64{
 // this file). It reads each byte once through two small tables and decodes
 // no UTF-8, so it runs at memory speed on ASCII.
 func EstimateTextTokens(s []byte) int64 {
-	return ceilTokens(countText(bytesView(s), false))
+	return ceilTokens(countText(view(s), false))
 }
 
 // countText returns the estimate for s in units. With jsonEscapes, s is the

@@ -1,4 +1,4 @@
-package policy
+package body
 
 import (
 	"encoding/json"
@@ -19,51 +19,91 @@ import (
 // label. A longer one is refused rather than kept.
 const maxModelBytes = 256
 
-// field is a value the gateway reads or rewrites in a request body: a
+// Field is a member the gateway reads or rewrites in a request body: a
 // top-level member, or one of the few members inside one that it adjusts.
-type field uint8
+// The scan records where each lies; which of them an API uses is the API's
+// business.
+type Field uint8
 
 const (
-	fieldModel field = iota
-	fieldStream
-	fieldMaxTokens
-	fieldMaxCompletionTokens
-	fieldMaxOutputTokens
-	fieldMessages
-	fieldInput
-	fieldSystem
-	fieldThinking
-	fieldStreamOptions
-	fieldThinkingType
-	fieldThinkingBudget
-	fieldIncludeUsage
+	FieldModel Field = iota
+	FieldStream
+	FieldMaxTokens
+	FieldMaxCompletionTokens
+	FieldMaxOutputTokens
+	FieldMessages
+	FieldInput
+	FieldSystem
+	FieldThinking
+	FieldStreamOptions
+	// The members the token estimate reads besides the conversation.
+	FieldTools
+	FieldFunctions
+	FieldResponseFormat
+	FieldOutputConfig
+	FieldInstructions
+	FieldText
+	FieldPrompt
+	FieldSuffix
+	// Nested members.
+	FieldThinkingType
+	FieldThinkingBudget
+	FieldIncludeUsage
 	numFields
+	// NoField names no member: an API without a conversation, say.
+	NoField = numFields
 )
 
 // numTopFields ends the top-level members; the fields after it are nested.
-const numTopFields = fieldThinkingType
+const numTopFields = FieldThinkingType
+
+// guarded marks the members a duplicate of which is refused: those the
+// guards judge or rewrite (the providers' parsers keep the last of a
+// duplicated member, so the guards would judge one value and the provider
+// use another), with the nested members of those. The members read only
+// for the token estimate are not among them: a duplicate there makes the
+// estimate read the last one, as the provider does.
+const guarded = 1<<FieldModel | 1<<FieldStream | 1<<FieldMaxTokens | 1<<FieldMaxCompletionTokens |
+	1<<FieldMaxOutputTokens | 1<<FieldMessages | 1<<FieldInput | 1<<FieldSystem | 1<<FieldThinking |
+	1<<FieldStreamOptions | 1<<FieldThinkingType | 1<<FieldThinkingBudget | 1<<FieldIncludeUsage
 
 // fieldPaths names each field as a dotted path, for messages and the OpenAI
 // error's `param`.
 var fieldPaths = [numFields]string{
-	fieldModel:               "model",
-	fieldStream:              "stream",
-	fieldMaxTokens:           "max_tokens",
-	fieldMaxCompletionTokens: "max_completion_tokens",
-	fieldMaxOutputTokens:     "max_output_tokens",
-	fieldMessages:            "messages",
-	fieldInput:               "input",
-	fieldSystem:              "system",
-	fieldThinking:            "thinking",
-	fieldStreamOptions:       "stream_options",
-	fieldThinkingType:        "thinking.type",
-	fieldThinkingBudget:      "thinking.budget_tokens",
-	fieldIncludeUsage:        "stream_options.include_usage",
+	FieldModel:               "model",
+	FieldStream:              "stream",
+	FieldMaxTokens:           "max_tokens",
+	FieldMaxCompletionTokens: "max_completion_tokens",
+	FieldMaxOutputTokens:     "max_output_tokens",
+	FieldMessages:            "messages",
+	FieldInput:               "input",
+	FieldSystem:              "system",
+	FieldThinking:            "thinking",
+	FieldStreamOptions:       "stream_options",
+	FieldTools:               "tools",
+	FieldFunctions:           "functions",
+	FieldResponseFormat:      "response_format",
+	FieldOutputConfig:        "output_config",
+	FieldInstructions:        "instructions",
+	FieldText:                "text",
+	FieldPrompt:              "prompt",
+	FieldSuffix:              "suffix",
+	FieldThinkingType:        "thinking.type",
+	FieldThinkingBudget:      "thinking.budget_tokens",
+	FieldIncludeUsage:        "stream_options.include_usage",
+}
+
+// String returns the field's dotted path, such as "thinking.budget_tokens".
+func (f Field) String() string {
+	if f >= numFields {
+		return ""
+	}
+	return fieldPaths[f]
 }
 
 // topField returns the field a top-level key names, if the gateway reads it.
-func topField(key string) (field, bool) {
-	for f := field(0); f < numTopFields; f++ {
+func topField(key string) (Field, bool) {
+	for f := Field(0); f < numTopFields; f++ {
 		if fieldPaths[f] == key {
 			return f, true
 		}
@@ -98,8 +138,6 @@ type Request struct {
 	// of its refusal (see Integrity).
 	Model string
 
-	d         Dialect
-	e         Endpoint
 	body      []byte
 	owned     bool // body is this Request's own copy, safe to edit in place
 	at        [numFields]span
@@ -107,27 +145,23 @@ type Request struct {
 	members   bool   // the top-level object has at least one member
 	json      bool   // the whole body is one JSON value
 	object    bool   // ... and it is an object
-	dups      uint16 // a bit per field given more than once
+	dups      uint32 // a bit per guarded field given more than once
 	modelLen  int    // the model value's length in bytes as sent; 0 when absent
 	longModel bool   // the model is over maxModelBytes, unescaped
-	fault     blockFault
+	fault     BlockFault
 }
 
-// ReadRequest reads an API request body in one pass: it checks the JSON
-// grammar (RFC 8259), records where each member the gateway reads or
-// rewrites lies and whether one is given twice, and for Messages and Chat
-// Completions notes the first malformed content block. Requests the gateway
-// does not understand (Passthrough, EndpointOther) are not read.
+// Read reads a request body in one pass: it checks the JSON grammar (RFC
+// 8259), records where each member the gateway reads or rewrites lies and
+// whether one is given twice, and, when walkContent is set (the APIs whose
+// `messages` hold content blocks), notes the first malformed content block.
 //
 // A body that is not JSON is read as far as it is: the members before the
 // first fault are recorded, and the guards apply to them (with `validate
 // off` such a body still goes upstream, which will refuse it).
-func ReadRequest(d Dialect, e Endpoint, body []byte) Request {
-	r := Request{d: d, e: e, body: body}
-	if d == Passthrough || e == EndpointOther {
-		return r
-	}
-	s := bodyScanner{b: body, walkMessages: e == Messages || e == ChatCompletions}
+func Read(body []byte, walkContent bool) Request {
+	r := Request{body: body}
+	s := bodyScanner{b: body, walkMessages: walkContent}
 	r.json = s.document(&r)
 	r.readModel()
 	return r
@@ -152,10 +186,10 @@ func (s *bodyScanner) document(r *Request) bool {
 		start := s.i
 		var ok bool
 		switch c := s.b[s.i]; {
-		case f == fieldMessages && c == '[' && s.walkMessages:
-			r.fault = blockFault{} // judged on the last "messages", as the provider reads it
+		case f == FieldMessages && c == '[' && s.walkMessages:
+			r.fault = BlockFault{} // judged on the last "messages", as the provider reads it
 			ok = s.messages(&r.fault)
-		case (f == fieldThinking || f == fieldStreamOptions) && c == '{':
+		case (f == FieldThinking || f == FieldStreamOptions) && c == '{':
 			ok = s.nested(r, f)
 		default:
 			ok = s.value()
@@ -174,7 +208,7 @@ func (s *bodyScanner) document(r *Request) bool {
 
 // nested reads the object at the cursor, the value of the top-level field
 // parent, recording the members of it the gateway reads.
-func (s *bodyScanner) nested(r *Request, parent field) bool {
+func (s *bodyScanner) nested(r *Request, parent Field) bool {
 	pp := fieldPaths[parent]
 	return s.object(func(key string) bool {
 		start := s.i
@@ -190,8 +224,8 @@ func (s *bodyScanner) nested(r *Request, parent field) bool {
 }
 
 // record notes where field f lies, and whether it was seen before.
-func (r *Request) record(f field, at span) {
-	if r.at[f].present() {
+func (r *Request) record(f Field, at span) {
+	if r.at[f].present() && guarded&(1<<f) != 0 {
 		r.dups |= 1 << f
 	}
 	r.at[f] = at
@@ -199,7 +233,7 @@ func (r *Request) record(f field, at span) {
 
 // readModel sets Model from the recorded "model" value.
 func (r *Request) readModel() {
-	raw := r.raw(fieldModel)
+	raw := r.Raw(FieldModel)
 	if len(raw) == 0 || raw[0] != '"' {
 		return
 	}
@@ -234,8 +268,9 @@ func validPrefix(b []byte, n int) string {
 	return string(b[:n])
 }
 
-// raw returns field f's raw JSON value, or nil when the body has none.
-func (r *Request) raw(f field) []byte {
+// Raw returns field f's raw JSON value, or nil when the body has none. It
+// shares the body's memory.
+func (r *Request) Raw(f Field) []byte {
 	if !r.at[f].present() {
 		return nil
 	}
@@ -246,24 +281,36 @@ func (r *Request) raw(f field) []byte {
 func (r *Request) Body() []byte { return r.body }
 
 // Stream reports whether the body asks for a streamed answer.
-func (r *Request) Stream() bool { return string(r.raw(fieldStream)) == "true" }
+func (r *Request) Stream() bool { return string(r.Raw(FieldStream)) == "true" }
+
+// JSON reports whether the whole body is one JSON value.
+func (r *Request) JSON() bool { return r.json }
+
+// Object reports whether the body is a JSON object (whole or not).
+func (r *Request) Object() bool { return r.object }
+
+// ContentFault returns the first malformed content block of the last
+// `messages`, when the read walked content; its Kind is 0 when there is
+// none.
+func (r *Request) ContentFault() BlockFault { return r.fault }
 
 // Integrity reports what makes the body unsafe to guard, whatever the
 // `validate` setting: a member the gateway reads or rewrites given twice
 // (the providers' JSON parsers keep the last one, so the guards would judge
 // one value and the provider use another), or a model id longer than
-// maxModelBytes.
-func (r *Request) Integrity() *RequestError {
+// maxModelBytes. exampleModel is a valid "model" member for the API, to
+// show in the message.
+func (r *Request) Integrity(exampleModel string) *RequestError {
 	if r.dups != 0 {
 		// Name the outermost member: a top-level member given twice
 		// repeats its nested ones too.
-		p := fieldPaths[bits.TrailingZeros16(r.dups)]
+		p := fieldPaths[bits.TrailingZeros32(r.dups)]
 		return &RequestError{Param: p, Message: "`" + p + "` appears more than once in the request body. " +
 			"Send each member once: the provider would use the last one, and this gateway does not guess which was meant."}
 	}
 	if r.longModel {
 		return &RequestError{Param: "model", Message: "`model` is longer than " + strconv.Itoa(maxModelBytes) + " bytes (" + strconv.Itoa(r.modelLen) +
-			" bytes as sent); model ids are shorter. Send the model's id, for example " + exampleModel(r.e) + "."}
+			" bytes as sent); model ids are shorter. Send the model's id, for example " + exampleModel + "."}
 	}
 	return nil
 }
@@ -281,72 +328,75 @@ func (r *Request) Clone() Request {
 // value (or adding one to a JSON object). Every other byte is kept.
 func (r *Request) SetModel(model string) {
 	v, _ := json.Marshal(model) // a string always marshals
-	if r.at[fieldModel].present() {
-		r.replace(fieldModel, v)
+	if r.at[FieldModel].present() {
+		r.Replace(FieldModel, v)
 		return
 	}
-	r.insertMember(fieldModel, v)
+	r.insertMember(FieldModel, v)
 }
 
-// RequestStreamUsage makes an OpenAI Chat Completions stream request ask for
-// the final usage chunk (`stream_options.include_usage`), which the gateway
-// needs to settle token limits to real usage. It reports whether it changed
-// the body: only then is the extra chunk the client's to lose, and the
-// gateway strips it again.
-func (r *Request) RequestStreamUsage() bool {
-	if !r.object || !r.Stream() || string(r.raw(fieldIncludeUsage)) == "true" {
+// SetIncludeUsage makes a stream request ask for its final usage chunk
+// (`stream_options.include_usage`, an OpenAI Chat Completions option). It
+// reports whether it changed the body: only then is the extra chunk the
+// client's to lose.
+func (r *Request) SetIncludeUsage() bool {
+	if !r.object || !r.Stream() || string(r.Raw(FieldIncludeUsage)) == "true" {
 		return false
 	}
-	opts := r.raw(fieldStreamOptions)
+	opts := r.Raw(FieldStreamOptions)
 	switch {
 	case opts == nil:
-		if !r.insertMember(fieldStreamOptions, []byte(`{"include_usage":true}`)) {
+		if !r.insertMember(FieldStreamOptions, []byte(`{"include_usage":true}`)) {
 			return false
 		}
-		at := r.at[fieldStreamOptions]
-		r.at[fieldIncludeUsage] = span{at.end - len(`true}`), at.end - 1}
-	case r.at[fieldIncludeUsage].present():
-		r.replace(fieldIncludeUsage, []byte("true"))
+		at := r.at[FieldStreamOptions]
+		r.at[FieldIncludeUsage] = span{at.end - len(`true}`), at.end - 1}
+	case r.at[FieldIncludeUsage].present():
+		r.Replace(FieldIncludeUsage, []byte("true"))
 	case opts[0] == '{':
 		const key = `"include_usage":`
 		member := key + "true"
-		if i := skipSpace(bytesView(opts), 1); opts[i] != '}' {
+		if sc := (bodyScanner{b: opts, i: 1}); sc.peek() != '}' {
 			member += ","
 		}
-		at := r.at[fieldStreamOptions].start + 1
+		at := r.at[FieldStreamOptions].start + 1
 		r.insert(at, []byte(member))
-		r.at[fieldIncludeUsage] = span{at + len(key), at + len(key) + len("true")}
+		r.at[FieldIncludeUsage] = span{at + len(key), at + len(key) + len("true")}
 	case string(opts) == "null":
-		r.replace(fieldStreamOptions, []byte(`{"include_usage":true}`))
-		at := r.at[fieldStreamOptions]
-		r.at[fieldIncludeUsage] = span{at.end - len(`true}`), at.end - 1}
+		r.Replace(FieldStreamOptions, []byte(`{"include_usage":true}`))
+		at := r.at[FieldStreamOptions]
+		r.at[FieldIncludeUsage] = span{at.end - len(`true}`), at.end - 1}
 	default:
 		return false // not an object: the provider will say so
 	}
 	return true
 }
 
-// setInt writes n as field f's value, as an integer, and reports whether
+// SetInt writes n as field f's value, as an integer, and reports whether
 // it could: a member can be added only to a whole JSON object.
-func (r *Request) setInt(f field, n int64) bool {
+func (r *Request) SetInt(f Field, n int64) bool {
 	var buf [20]byte
 	v := strconv.AppendInt(buf[:0], n, 10)
 	if r.at[f].present() {
-		r.replace(f, v)
+		r.Replace(f, v)
 		return true
 	}
 	return r.insertMember(f, v)
 }
 
-// replace splices v in place of field f's value. Offsets after it move by
-// the change in length; the members that contain it grow or shrink with it.
-func (r *Request) replace(f field, v []byte) {
+// Replace splices v, which must be one JSON value, in place of field f's
+// value, which must be present. Offsets after it move by the change in
+// length; the members that contain it grow or shrink with it, and the
+// members inside the old value are forgotten.
+func (r *Request) Replace(f Field, v []byte) {
 	at := r.at[f]
 	delta := len(v) - (at.end - at.start)
 	r.edit(at.start, at.end, v)
 	for i := range r.at {
 		switch s := &r.at[i]; {
 		case !s.present():
+		case Field(i) != f && s.start >= at.start && s.end <= at.end:
+			*s = span{} // inside the value replaced
 		case s.start >= at.end:
 			s.start += delta
 			s.end += delta
@@ -362,7 +412,7 @@ func (r *Request) replace(f field, v []byte) {
 // insertMember adds the top-level member f with value v at the end of the
 // object, and records it. It reports false, changing nothing, when the
 // body is not a whole JSON object: its end is not known.
-func (r *Request) insertMember(f field, v []byte) bool {
+func (r *Request) insertMember(f Field, v []byte) bool {
 	if !r.object || !r.json {
 		return false
 	}
@@ -413,13 +463,13 @@ func (r *Request) edit(start, end int, v []byte) {
 	r.body = slices.Replace(r.body, start, end, v...)
 }
 
-// numberValue reads a raw JSON value as a whole number, judged by value in
+// Number reads a raw JSON value as a whole number, judged by value in
 // any JSON form (`50000`, `50000.0`, `5e4`, `5E+4`): a fraction rounds up,
 // since a cap of 100.5 asks for more than 100, and a value beyond int64
 // saturates, so it still counts as far above any limit. ok is false when raw
 // is not a number.
-func numberValue(raw []byte) (n int64, ok bool) {
-	if len(raw) == 0 || !isNumber(raw) {
+func Number(raw []byte) (n int64, ok bool) {
+	if len(raw) == 0 || !IsNumber(raw) {
 		return 0, false
 	}
 	digits := raw

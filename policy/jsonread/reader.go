@@ -1,16 +1,20 @@
-package sse
+// Package jsonread reads the values at a few JSON paths from a document as
+// its bytes pass, in pieces, without keeping the document: the usage, stop
+// reason and error type of an upstream response or of one server-sent
+// event's data. It checks the grammar of RFC 8259 as it goes, in memory
+// bounded by the paths (no value kept is longer than MaxText), whatever
+// the document's size or nesting.
+package jsonread
 
 import (
 	"encoding/json"
 	"unicode/utf8"
-
-	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
-// maxDepth is the deepest nesting the reader accepts, encoding/json's own
+// MaxDepth is the deepest nesting the reader accepts, encoding/json's own
 // limit: data nested deeper is not JSON to a Go client either. It also
 // bounds the reader's memory, one bit per level.
-const maxDepth = 10000
+const MaxDepth = 10000
 
 // maxTracked is the deepest container whose members can lead to a wanted
 // path; below it the reader only checks the grammar.
@@ -44,10 +48,10 @@ const (
 
 // slot holds what was found at one node of the wanted paths.
 type slot struct {
-	kind policy.JSONKind
+	kind Kind
 	n    int    // an array's elements so far
 	text []byte // a string's raw text (no quotes) or a number's, bounded
-	long bool   // the text was longer than policy.MaxStreamText
+	long bool   // the text was longer than MaxText
 	esc  bool   // the string has escapes
 }
 
@@ -57,12 +61,13 @@ type frame struct {
 	n    int   // elements so far, for an array
 }
 
-// reader checks that an event's data is one JSON value and keeps the
-// values at the wanted paths, reading the data as it arrives, in pieces,
-// without keeping it. A member given twice counts by its last value, as in
-// encoding/json and the providers' own parsers.
-type reader struct {
-	f       *Fields
+// Reader checks that a document is one JSON value and keeps the values at
+// the wanted paths, reading the document as it arrives, in pieces, without
+// keeping it. A member given twice counts by its last value, as in
+// encoding/json and the providers' own parsers. Its zero value is not
+// ready: call Reset.
+type Reader struct {
+	f       *Paths
 	st      state
 	depth   int
 	objects []uint64 // bit d is set when the container at depth d+1 is an object
@@ -89,22 +94,25 @@ var plain = func() (t [256]bool) {
 	return t
 }()
 
-// reset prepares the reader for the next event's data.
-func (r *reader) reset() {
-	*r = reader{f: r.f, objects: r.objects, slots: r.slots, name: r.name[:0], capture: -1}
+// Reset prepares the reader to read the paths p from a new document.
+func (r *Reader) Reset(p *Paths) {
+	if r.f != p {
+		r.f, r.slots = p, make([]slot, p.slots)
+	}
+	*r = Reader{f: r.f, objects: r.objects, slots: r.slots, name: r.name[:0], capture: -1}
 	r.forget(r.f.root)
 }
 
 // forget clears the slots of the subtree rooted at n.
-func (r *reader) forget(n *node) {
+func (r *Reader) forget(n *node) {
 	for i := n.lo; i < n.hi; i++ {
 		s := &r.slots[i]
 		*s = slot{text: s.text[:0]}
 	}
 }
 
-// feed reads the next piece of the data.
-func (r *reader) feed(b []byte) {
+// Feed reads the next piece of the document.
+func (r *Reader) Feed(b []byte) {
 	for i := 0; i < len(b); {
 		c := b[i]
 		switch r.st {
@@ -240,7 +248,7 @@ func (r *reader) feed(b []byte) {
 
 // number advances a number by one byte, reporting false when the byte is
 // not part of it (the number ends, or, where a digit was due, is bad).
-func (r *reader) number(c byte) bool {
+func (r *Reader) number(c byte) bool {
 	digit := c >= '0' && c <= '9'
 	switch r.st {
 	case sMinus:
@@ -300,28 +308,28 @@ func (r *reader) number(c byte) bool {
 }
 
 // value starts the value whose first byte is c.
-func (r *reader) value(c byte) {
+func (r *Reader) value(c byte) {
 	n := r.valueNode()
-	var kind policy.JSONKind
+	var kind Kind
 	switch {
 	case c == '{':
-		kind = policy.JSONObject
+		kind = Object
 	case c == '[':
-		kind = policy.JSONArray
+		kind = Array
 	case c == '"':
-		kind, r.st = policy.JSONString, sString
+		kind, r.st = String, sString
 	case c == '-':
-		kind, r.st = policy.JSONNumber, sMinus
+		kind, r.st = Number, sMinus
 	case c == '0':
-		kind, r.st = policy.JSONNumber, sZero
+		kind, r.st = Number, sZero
 	case c >= '1' && c <= '9':
-		kind, r.st = policy.JSONNumber, sInt
+		kind, r.st = Number, sInt
 	case c == 't':
-		kind, r.st, r.literal = policy.JSONTrue, sLiteral, "rue"
+		kind, r.st, r.literal = True, sLiteral, "rue"
 	case c == 'f':
-		kind, r.st, r.literal = policy.JSONFalse, sLiteral, "alse"
+		kind, r.st, r.literal = False, sLiteral, "alse"
 	case c == 'n':
-		kind, r.st, r.literal = policy.JSONNull, sLiteral, "ull"
+		kind, r.st, r.literal = Null, sLiteral, "ull"
 	default:
 		r.st = sBad
 		return
@@ -330,22 +338,22 @@ func (r *reader) value(c byte) {
 		r.forget(n) // a member given again forgets its earlier value
 		if n.slot >= 0 {
 			r.slots[n.slot].kind = kind
-			if kind == policy.JSONString || kind == policy.JSONNumber {
+			if kind == String || kind == Number {
 				r.capture = n.slot
 			}
 		}
 	}
 	switch kind {
-	case policy.JSONNumber:
+	case Number:
 		r.text([]byte{c})
-	case policy.JSONObject, policy.JSONArray:
-		r.open(kind == policy.JSONObject, n)
+	case Object, Array:
+		r.open(kind == Object, n)
 	}
 }
 
 // valueNode returns the node of the value about to start, or nil when no
 // wanted path leads through it, and counts an array's elements.
-func (r *reader) valueNode() *node {
+func (r *Reader) valueNode() *node {
 	if r.depth == 0 {
 		return r.f.root
 	}
@@ -370,8 +378,8 @@ func (r *reader) valueNode() *node {
 }
 
 // open enters a container whose node is n (nil when nothing is wanted).
-func (r *reader) open(object bool, n *node) {
-	if r.depth == maxDepth {
+func (r *Reader) open(object bool, n *node) {
+	if r.depth == MaxDepth {
 		r.st = sBad
 		return
 	}
@@ -397,10 +405,10 @@ func (r *reader) open(object bool, n *node) {
 }
 
 // inObject reports whether the innermost container is an object.
-func (r *reader) inObject() bool { return r.object }
+func (r *Reader) inObject() bool { return r.object }
 
 // close leaves the innermost container.
-func (r *reader) close() {
+func (r *Reader) close() {
 	r.depth--
 	if d := r.depth - 1; d >= 0 {
 		r.object = r.objects[d/64]&(1<<uint(d%64)) != 0
@@ -409,7 +417,7 @@ func (r *reader) close() {
 }
 
 // endValue moves on after a complete value.
-func (r *reader) endValue() {
+func (r *Reader) endValue() {
 	r.capture = -1
 	if r.depth == 0 {
 		r.st = sEnd
@@ -419,14 +427,14 @@ func (r *reader) endValue() {
 }
 
 // beginName starts a member name, kept when the object is on a wanted path.
-func (r *reader) beginName() {
+func (r *Reader) beginName() {
 	r.st, r.inName = sString, true
 	r.keepName = r.depth <= maxTracked && r.frames[r.depth-1].node != nil
 	r.name, r.nameLong, r.nameEsc = r.name[:0], false, false
 }
 
 // endString ends a string: a member name finds its node, a value is done.
-func (r *reader) endString() {
+func (r *Reader) endString() {
 	if !r.inName {
 		r.endValue()
 		return
@@ -450,12 +458,12 @@ func (r *reader) endString() {
 
 // text keeps a piece of the string or number being read, when it is a
 // kept member name or the value of a wanted path, up to the bound.
-func (r *reader) text(b []byte) {
+func (r *Reader) text(b []byte) {
 	switch {
 	case len(b) == 0:
 	case r.inName:
 		if r.keepName && !r.nameLong {
-			if len(r.name)+len(b) > policy.MaxStreamText {
+			if len(r.name)+len(b) > MaxText {
 				r.nameLong = true
 				return
 			}
@@ -466,7 +474,7 @@ func (r *reader) text(b []byte) {
 		if s.long {
 			return
 		}
-		if len(s.text)+len(b) > policy.MaxStreamText {
+		if len(s.text)+len(b) > MaxText {
 			s.long, s.text = true, s.text[:0]
 			return
 		}
@@ -474,8 +482,8 @@ func (r *reader) text(b []byte) {
 	}
 }
 
-// end finishes the data and reports whether it was one JSON value.
-func (r *reader) end() bool {
+// End finishes the document and reports whether it was one JSON value.
+func (r *Reader) End() bool {
 	switch r.st {
 	case sEnd:
 		return true
@@ -485,17 +493,33 @@ func (r *reader) end() bool {
 	return false
 }
 
+// Values fills dst, one per compiled path in order, with what the document
+// held there (Kind Absent for a path it did not have), and returns it. It is
+// meant for a document that End reported as JSON; the values share the
+// reader's memory until its next Reset.
+func (r *Reader) Values(dst []Value) []Value {
+	dst = dst[:0]
+	for _, s := range r.f.paths {
+		v := Value{}
+		if r.slots[s].kind != Absent {
+			v = r.result(s)
+		}
+		dst = append(dst, v)
+	}
+	return dst
+}
+
 // result returns what was found at a slot.
-func (r *reader) result(i int) policy.JSONValue {
+func (r *Reader) result(i int) Value {
 	s := &r.slots[i]
-	v := policy.JSONValue{Kind: s.kind, Len: s.n}
+	v := Value{Kind: s.kind, Len: s.n}
 	if s.long {
 		return v
 	}
 	switch s.kind {
-	case policy.JSONNumber:
+	case Number:
 		v.Text = s.text
-	case policy.JSONString:
+	case String:
 		v.Text = s.text
 		if s.esc || !utf8.Valid(s.text) {
 			v.Text, _ = decodeString(s.text)

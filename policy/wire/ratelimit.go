@@ -1,4 +1,4 @@
-package policy
+package wire
 
 import (
 	"errors"
@@ -11,16 +11,17 @@ import (
 
 // WaitHint returns how long the upstream asks the client to wait before the
 // next attempt, and whether it said anything usable. The retry loop waits
-// max(hint, backoff) and gives up on a model whose hint exceeds max_wait
-// (SPEC "Retries and fallback").
+// max(hint, backoff) and gives up on a model whose hint exceeds max_wait.
 //
-// Sources are read in the SPEC's order; the first two are also what every
-// official SDK reads, in this order (provider-semantics.md §3.1):
+// Sources are read in this order, the first two being what every official
+// SDK reads, in the same order (for example anthropic-sdk-go's
+// requestconfig.go retryDelay):
 //  1. `retry-after-ms`, milliseconds, fractions allowed (OpenAI, Azure).
-//  2. `retry-after`, decimal seconds or an HTTP-date (RFC 9110 §10.2.3);
-//     Anthropic sends integer seconds on 429s (§1.5).
-//  3. The dialect's rate-limit reset headers (RateLimitReset), because OpenAI
-//     429s often carry no retry-after at all (§2.7, "Main pitfalls").
+//  2. `retry-after`, decimal seconds or an HTTP-date (RFC 9110, section
+//     10.2.3); Anthropic sends integer seconds on 429s
+//     (https://docs.anthropic.com/en/api/rate-limits).
+//  3. The API's rate-limit reset headers (API.RateLimitReset), because
+//     OpenAI 429s often carry no retry-after at all.
 //
 // A negative or unparsable value is ignored and the next source is tried, so
 // one malformed header cannot turn into an instant retry or a hang. A wait
@@ -28,7 +29,7 @@ import (
 // saturates at the longest one, as Time.Sub does: it is a wait far beyond
 // any max_wait, and reading it as no hint at all would retry at once. An
 // HTTP-date in the past means "now": 0, true. The result is never negative.
-func WaitHint(d Dialect, h http.Header, now time.Time) (time.Duration, bool) {
+func WaitHint(api API, h http.Header, now time.Time) (time.Duration, bool) {
 	if v := h.Get("Retry-After-Ms"); v != "" {
 		if w, ok := parseDecimal(v, time.Millisecond); ok {
 			return w, true
@@ -39,7 +40,7 @@ func WaitHint(d Dialect, h http.Header, now time.Time) (time.Duration, bool) {
 			return w, true
 		}
 	}
-	return RateLimitReset(d, h, now)
+	return api.RateLimitReset(h, now)
 }
 
 // parseRetryAfter parses a `retry-after` value: delay-seconds, which the SDKs
@@ -88,67 +89,21 @@ type rateLimitWindow struct {
 	remaining, reset string
 }
 
-// anthropicWindows are the windows Anthropic reports on every response
-// (provider-semantics.md §1.5).
-var anthropicWindows = [...]rateLimitWindow{
-	{"Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Requests-Reset"},
-	{"Anthropic-Ratelimit-Tokens-Remaining", "Anthropic-Ratelimit-Tokens-Reset"},
-	{"Anthropic-Ratelimit-Input-Tokens-Remaining", "Anthropic-Ratelimit-Input-Tokens-Reset"},
-	{"Anthropic-Ratelimit-Output-Tokens-Remaining", "Anthropic-Ratelimit-Output-Tokens-Reset"},
-}
-
-// openAIWindows are the windows OpenAI and Azure OpenAI report
-// (provider-semantics.md §2.7, §6).
-var openAIWindows = [...]rateLimitWindow{
-	{"X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests"},
-	{"X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"},
-}
-
-// RateLimitReset returns the wait until the upstream's exhausted rate-limit
-// window resets, read from the dialect's headers. It serves the retry loop
-// (the last source of WaitHint) and upstream pacing, which holds requests
-// while a window says nothing remains (SPEC `pace_upstream`).
-//
-// Only a window whose remaining count is exactly 0 counts: a window with
-// capacity left is no reason to wait, and a reset on it says when it refills,
-// not when a request may go. When several windows are exhausted the longest
-// wait wins, since a request must fit all of them.
-//
-//   - Anthropic: `anthropic-ratelimit-{requests,tokens,input-tokens,
-//     output-tokens}-{remaining,reset}`, resets as RFC 3339 timestamps
-//     (§1.5); a reset already past gives 0.
-//   - OpenAI: `x-ratelimit-{remaining,reset}-{requests,tokens}`, resets as Go
-//     style durations such as `6m0s` or `20ms` (§2.7), or integer seconds on
-//     Azure (§6), which also sends `-1` meaning unknown. OpenAI's reset is
-//     the time until the bucket is full again, so it errs long.
-//
-// ok is false when no window is exhausted or no exhausted window's reset
-// parses; Passthrough has no rate-limit headers.
-func RateLimitReset(d Dialect, h http.Header, now time.Time) (time.Duration, bool) {
-	var windows []rateLimitWindow
-	switch d {
-	case Anthropic:
-		windows = anthropicWindows[:]
-	case OpenAI:
-		windows = openAIWindows[:]
-	default:
-		return 0, false
-	}
+// exhaustedReset returns the longest wait until an exhausted window of
+// windows resets, its reset header read by parse. Only a window whose
+// remaining count is exactly 0 counts: a window with capacity left is no
+// reason to wait, and a reset on it says when it refills, not when a request
+// may go. When several windows are exhausted the longest wait wins, since a
+// request must fit all of them. ok is false when no window is exhausted or
+// no exhausted window's reset parses.
+func exhaustedReset(h http.Header, windows []rateLimitWindow, parse func(v string) (time.Duration, bool)) (time.Duration, bool) {
 	var longest time.Duration
 	found := false
 	for _, w := range windows {
 		if !exhausted(h.Get(w.remaining)) {
 			continue
 		}
-		v := h.Get(w.reset)
-		var wait time.Duration
-		var ok bool
-		if d == Anthropic {
-			wait, ok = untilRFC3339(v, now)
-		} else {
-			wait, ok = parseOpenAIDuration(v)
-		}
-		if ok && (!found || wait > longest) {
+		if wait, ok := parse(h.Get(w.reset)); ok && (!found || wait > longest) {
 			longest, found = wait, true
 		}
 	}
@@ -175,7 +130,8 @@ func untilRFC3339(v string, now time.Time) (time.Duration, bool) {
 
 // parseOpenAIDuration parses an `x-ratelimit-reset-*` value: a Go-style
 // duration as OpenAI sends it (`1s`, `6m0s`, `20ms`, `2m59.56s`, `1h2m3.5s`;
-// provider-semantics.md §2.7) or Azure's bare seconds (`37`; §6). Negative
+// https://platform.openai.com/docs/guides/rate-limits) or Azure's bare
+// seconds (`37`; https://learn.microsoft.com/azure/ai-services/openai/quotas-limits). Negative
 // values, such as Azure's `-1` for "unknown", are rejected, so the caller
 // falls back to backoff; a well-formed value beyond the time.Duration range
 // saturates.

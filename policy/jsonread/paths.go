@@ -1,19 +1,19 @@
-package sse
+package jsonread
 
 import (
 	"strconv"
 	"strings"
 )
 
-// Fields is a compiled set of JSON paths to read from each event's data:
-// a tree of steps from the top-level value, each node holding one slot
-// for the value found there. It is immutable once compiled, so one Fields
-// serves every parser of an API.
-type Fields struct {
+// Paths is a compiled set of JSON paths to read from a document: a tree of
+// steps from the top-level value, each node holding one slot for the value
+// found there. It is immutable once compiled, so one Paths serves every
+// Reader of an API.
+type Paths struct {
 	root  *node
-	slots int   // nodes with a slot: every node but the root
-	paths []int // the slot of each compiled path, in order
-	reads func(name []byte) bool
+	slots int      // nodes with a slot: every node but the root
+	paths []int    // the slot of each compiled path, in order
+	names []string // the paths as given
 }
 
 // node is one step of a path: an object member or an array element.
@@ -28,13 +28,12 @@ type node struct {
 	lo, hi int
 }
 
-// Compile builds Fields from dotted paths ("message.usage.input_tokens");
+// Compile builds Paths from dotted paths ("message.usage.input_tokens");
 // a step of digits only indexes an array ("choices.0.finish_reason"), any
-// other step names an object member. reads, when not nil, says whether an
-// event with a given name needs its data read at all: the data of an event
-// named otherwise is passed over, most of a long stream's bytes.
-func Compile(paths []string, reads func(name []byte) bool) *Fields {
-	f := &Fields{root: &node{index: -1, slot: -1}, reads: reads}
+// other step names an object member. A Reader's Values are in the order of
+// paths.
+func Compile(paths ...string) *Paths {
+	f := &Paths{root: &node{index: -1, slot: -1}, names: paths}
 	leaves := make([]*node, len(paths))
 	for i, p := range paths {
 		n := f.root
@@ -68,7 +67,7 @@ func (n *node) child(step string) *node {
 
 // number gives each node below n its slot in depth-first order, so that
 // every subtree's slots are contiguous.
-func (f *Fields) number(n *node) {
+func (f *Paths) number(n *node) {
 	n.lo = f.slots
 	if n != f.root {
 		n.slot = f.slots
@@ -99,3 +98,10 @@ func (n *node) element(index int) *node {
 	}
 	return nil
 }
+
+// Len returns the number of compiled paths.
+func (f *Paths) Len() int { return len(f.paths) }
+
+// Strings returns the paths as they were compiled, in order. The slice is
+// shared: do not change it.
+func (f *Paths) Strings() []string { return f.names }

@@ -1,4 +1,4 @@
-package policy
+package body
 
 import (
 	"encoding/binary"
@@ -343,16 +343,40 @@ func isHexByte(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// validJSON reports whether b is one JSON value, whitespace around it
-// allowed. Unlike gjson.ValidBytes, which recurses once per level of
-// nesting, it holds nesting in bits: a hostile upstream body of a million
-// '[' costs a few kilobytes, not a goroutine stack hundreds of megabytes
-// deep.
-func validJSON(b []byte) bool {
-	s := bodyScanner{b: b}
-	if !s.value() {
-		return false
+// Members calls fn with each member of the JSON object raw, its key
+// unescaped and its value as raw JSON sharing raw's memory, until fn
+// returns false. It stops quietly at malformed JSON: what comes before the
+// fault is handed out, nothing after it.
+func Members(raw []byte, fn func(key string, val []byte) bool) {
+	s := bodyScanner{b: raw}
+	if s.peek() != '{' {
+		return
 	}
-	s.ws()
-	return s.i == len(b)
+	s.object(func(key string) bool {
+		start := s.i
+		return s.value() && fn(key, raw[start:s.i])
+	})
+}
+
+// Elements calls fn with each element of the JSON array raw, as raw JSON
+// sharing raw's memory, until fn returns false. It stops quietly at
+// malformed JSON, as Members does.
+func Elements(raw []byte, fn func(val []byte) bool) {
+	s := bodyScanner{b: raw}
+	if s.peek() != '[' {
+		return
+	}
+	s.array(func(int) bool {
+		start := s.i
+		return s.value() && fn(raw[start:s.i])
+	})
+}
+
+// Contents returns the text of the raw JSON string value raw without its
+// quotes, escapes kept, and whether raw is a string at all.
+func Contents(raw []byte) ([]byte, bool) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return nil, false
+	}
+	return raw[1 : len(raw)-1], true
 }

@@ -1,0 +1,131 @@
+package wire
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/ai-resilience/caddy-ai-resilience/policy/jsonread"
+)
+
+// openAIFamily names the OpenAI family in logs and metrics.
+const openAIFamily = "openai"
+
+// openAI is what the OpenAI APIs share, and the many servers compatible with
+// them (Azure OpenAI, Gemini's OpenAI endpoint): the error shape, the
+// rate-limit headers, and how an error body says the quota is spent. Each
+// OpenAI API type embeds it.
+type openAI struct{}
+
+func (openAI) Family() string { return openAIFamily }
+
+// openAIErrors are the status, type and code of each gateway error: those
+// OpenAI's API sends for the same situations
+// (https://platform.openai.com/docs/guides/error-codes). An empty code is
+// written as null.
+var openAIErrors = [numErrorKinds]struct {
+	status    int
+	typ, code string
+}{
+	BodyTooLarge:        {http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large"},
+	InvalidRequest:      {http.StatusBadRequest, "invalid_request_error", ""},
+	ContextOverflow:     {http.StatusBadRequest, "invalid_request_error", "context_length_exceeded"},
+	ModelUnavailable:    {http.StatusServiceUnavailable, "server_error", "model_unavailable"},
+	RequestsLimited:     {http.StatusTooManyRequests, "requests", "rate_limit_exceeded"},
+	TokensLimited:       {http.StatusTooManyRequests, "tokens", "rate_limit_exceeded"},
+	UpstreamUnreachable: {http.StatusBadGateway, "server_error", "bad_gateway"},
+	UpstreamTimeout:     {http.StatusGatewayTimeout, "server_error", "timeout"},
+	Overloaded:          {http.StatusServiceUnavailable, "server_error", ""},
+	UnsupportedEncoding: {http.StatusUnsupportedMediaType, "invalid_request_error", "unsupported_content_encoding"},
+	LimitsUnavailable:   {http.StatusServiceUnavailable, "server_error", "service_unavailable"},
+}
+
+func (openAI) ErrorStatus(k ErrorKind) int { return openAIErrors[k].status }
+
+// ErrorBody is `{"error":{"message":…,"type":…,"param":…,"code":…}}`, an
+// empty param or code written as null.
+func (openAI) ErrorBody(k ErrorKind, message, param string) []byte {
+	e := openAIErrors[k]
+	return openAIErrorBody(message, e.typ, param, e.code)
+}
+
+func openAIErrorBody(message, errType, param, code string) []byte {
+	type detail struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    *string `json:"code"`
+	}
+	d := detail{Message: message, Type: errType}
+	if param != "" {
+		d.Param = &param
+	}
+	if code != "" {
+		d.Code = &code
+	}
+	return marshalError(struct {
+		Error detail `json:"error"`
+	}{d})
+}
+
+// openAIWindows are the windows OpenAI and Azure OpenAI report
+// (https://platform.openai.com/docs/guides/rate-limits#rate-limits-in-headers).
+var openAIWindows = []rateLimitWindow{
+	{"X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests"},
+	{"X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"},
+}
+
+// RateLimitReset reads `x-ratelimit-{remaining,reset}-{requests,tokens}`,
+// whose resets are Go-style durations such as `6m0s` or `20ms`, or integer
+// seconds on Azure, which also sends `-1` meaning unknown. OpenAI's reset is
+// the time until the bucket is full again, so it errs long.
+func (openAI) RateLimitReset(h http.Header, _ time.Time) (time.Duration, bool) {
+	return exhaustedReset(h, openAIWindows, parseOpenAIDuration)
+}
+
+// WriteRateLimits writes x-ratelimit-{limit,remaining,reset}-{requests,
+// tokens}, the resets as durations such as 1s or 6m0s.
+func (openAI) WriteRateLimits(h http.Header, s RateLimits, _ time.Time) {
+	for _, dim := range [...]struct {
+		limit, remaining, reset string
+		n, left                 int64
+		after                   time.Duration
+	}{
+		{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests", s.RequestsLimit, s.RequestsRemaining, s.RequestsReset},
+		{"X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens", s.TokensLimit, s.TokensRemaining, s.TokensReset},
+	} {
+		if dim.n <= 0 {
+			continue
+		}
+		h.Set(dim.limit, strconv.FormatInt(dim.n, 10))
+		h.Set(dim.remaining, strconv.FormatInt(dim.left, 10))
+		h.Set(dim.reset, dim.after.Round(time.Millisecond).String())
+	}
+}
+
+// openAIErrorPaths are where an OpenAI error body names its error: the
+// `error` object, or the first element of the array some compatible
+// servers wrap it in (Gemini's OpenAI endpoint,
+// https://ai.google.dev/gemini-api/docs/openai). Each OpenAI API reads them
+// after its own usage paths.
+var openAIErrorPaths = []string{"error.type", "error.code", "0.error.type", "0.error.code", "0.error.status"}
+
+// openAIBodyError reads the error type of an error body from the values of
+// openAIErrorPaths, and whether it says the account is out of quota: an
+// OpenAI 429 whose `type` or `code` names a spent quota or spend limit is
+// not a rate limit, and waiting does not help (every SDK would retry it on
+// its status alone, so the body must be read). A rate limit's `type` is
+// `tokens` or `requests`, so the code is what tells them apart.
+func openAIBodyError(v []jsonread.Value) (errType string, quota bool) {
+	for _, names := range [...][2]jsonread.Value{{v[0], v[1]}, {v[2], v[3]}} {
+		if names[0].Is("insufficient_quota") || slices.Contains(quotaCodes[:], names[1].String()) {
+			quota = true
+		}
+	}
+	errType = v[0].String()
+	if errType == "" {
+		errType = v[4].String()
+	}
+	return errType, quota
+}
