@@ -206,13 +206,13 @@ func (c *call) fail(f failure) (done bool, _ error) {
 
 // completeResponse ends a response that reached the client: it reads the
 // tapped usage and judges the response. A stream that stopped before its
-// proper end gets the dialect's in-band error event, so the client cannot
-// take the cut answer for a whole one; a stream that carried an error event
-// and a body cut short (aborted) are errors too. Each such failure counts
-// against the model's circuit like the status it stands for.
+// proper end gets the API's in-band error event, so the client cannot take
+// the cut answer for a whole one; a stream that carried an error event and
+// a body cut short (aborted) or not whole JSON are errors too. Each such
+// failure counts against the model's circuit like the status it stands for.
 func (c *call) completeResponse(aborted bool) {
 	t := &c.tap
-	t.finish(c.w)
+	t.finish()
 	c.end = ending{status: c.aw.status, errorType: t.errorType}
 	cut, cutType, cutReason := wire.CutIncomplete, "stream_incomplete", policy.ReasonConnection
 	if c.aw.silent.Load() {
@@ -230,16 +230,17 @@ func (c *call) completeResponse(aborted bool) {
 		c.end.errorType = "client_closed"
 	case t.progress.Err.Status != 0:
 		// The model's health is judged by the status the event stands for.
+		t.flush(c.w)
 		c.end.errorType = t.progress.Err.Type
 		c.recordHealth(t.progress.Err.Status, "")
 	case t.incompleteStream():
-		sep, event := t.cutEvent(cut)
-		_, _ = c.w.Write(sep)
-		_, _ = c.w.Write(event)
+		t.cut(c.w, cut)
 		_ = http.NewResponseController(c.w).Flush()
 		c.end.errorType = cutType
 		c.recordHealth(c.aw.status, cutReason)
-	case aborted && !t.sse:
+	case t.sse:
+		t.flush(c.w)
+	case aborted, t.broken:
 		c.end.errorType = "response_incomplete"
 		if cut == wire.CutIdle {
 			c.end.errorType = cutType

@@ -35,7 +35,7 @@ func FuzzEventStream(f *testing.F) {
 			_ = tap.pass(stream[:min(at, bt)], &out)
 			_ = tap.pass(stream[min(at, bt):max(at, bt)], &out)
 			_ = tap.pass(stream[max(at, bt):], &out)
-			tap.finish(&out)
+			endStream(tap, &out)
 
 			var want wire.StreamProgress
 			var kept []byte
@@ -51,9 +51,13 @@ func FuzzEventStream(f *testing.F) {
 					drop = tap.strip && !ev.Unread && api.UsageOnlyEvent(ev)
 					want.Observe(api, ev)
 				}
-				if !drop {
+				if !drop && !(block.Tail && tap.incompleteStream()) {
 					kept = append(kept, block.Bytes...)
 				}
+			}
+			if tap.incompleteStream() {
+				// Half an event gives way to the gateway's own.
+				kept = append(kept, api.CutEvent(wire.CutIncomplete)...)
 			}
 			if tap.progress != want {
 				t.Fatalf("%s: progress %+v, reference %+v", api.Name(), tap.progress, want)

@@ -24,7 +24,8 @@ func strip(stream []byte, splits ...int) ([]byte, *responseTap) {
 		_ = tap.pass(stream[last:s], &out)
 		last = s
 	}
-	tap.finish(&out)
+	tap.finish()
+	tap.flush(&out)
 	return out.Bytes(), tap
 }
 

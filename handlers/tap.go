@@ -11,31 +11,33 @@ import (
 	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 )
 
-// maxHeldEvent bounds the part of one event the usage stripper holds back
-// until the event's end; a usage chunk is a few hundred bytes, so a longer
-// event is passed on as it arrives.
+// maxHeldEvent bounds the part of one event held back until the event's
+// end; events are a few hundred bytes, and a longer one (a Responses
+// API's final event repeats the whole answer) is passed on as it arrives.
 const maxHeldEvent = 64 << 10
 
 // responseTap watches a response on its way to the client: it reads usage
 // and the stop reason, and for streams, which events passed and whether
-// the stream reached its proper end. It never delays a byte, and changes
-// none but for the usage chunk it may strip.
+// the stream reached its proper end. It passes a stream on whole event by
+// whole event, and changes no byte but for the usage chunk it may strip.
 type responseTap struct {
 	api wire.API
 
 	status int
 	sse    bool             // the response is a successful text/event-stream
 	json   *jsonread.Reader // the reader of a JSON body (non-stream), pooled
-	parser *sse.Parser      // the stream's parser, pooled
+	// jsonType is true when the body says it is JSON, and broken when
+	// such a body did not end as whole JSON.
+	jsonType, broken bool
+	vals             []jsonread.Value // what a JSON body held at the API's paths
+	parser           *sse.Parser      // the stream's parser, pooled
 
 	progress  wire.StreamProgress
 	errorType string // the error type of an error response
 
-	// strip, when set, leaves out of a Chat Completions stream the usage
-	// chunk that the gateway asked for on the client's behalf, so the
-	// client sees exactly the stream it requested. An event is passed on
-	// once its closing blank line arrives, which is when an SSE client
-	// could use it anyway.
+	// strip, when set, leaves out of a stream the usage chunk that the
+	// gateway asked for on the client's behalf, so the client sees
+	// exactly the stream it requested.
 	strip   bool
 	hold    []byte // the current event's bytes from earlier writes
 	passing bool   // the current event outgrew hold and is passed on as it comes
@@ -69,6 +71,7 @@ func (t *responseTap) start(status int, h http.Header) {
 	}
 	t.json = readers.Get().(*jsonread.Reader)
 	t.json.Reset(t.api.BodyPaths())
+	t.jsonType = isJSON(h.Get("Content-Type"))
 }
 
 // values reads the JSON body's values when it was one JSON value, or
@@ -77,8 +80,8 @@ func (t *responseTap) values() ([]jsonread.Value, bool) {
 	if t.json == nil || !t.json.End() {
 		return nil, false
 	}
-	var buf [16]jsonread.Value
-	return t.json.Values(buf[:0]), true
+	t.vals = t.json.Values(t.vals[:0])
+	return t.vals, true
 }
 
 // readError reads a whole held error body for its error type, and reports
@@ -91,38 +94,47 @@ func (t *responseTap) readError(b []byte) (quota bool) {
 	if !r.End() {
 		return false
 	}
-	var buf [16]jsonread.Value
-	t.errorType, quota = t.api.BodyError(r.Values(buf[:0]))
+	t.vals = r.Values(t.vals[:0])
+	t.errorType, quota = t.api.BodyError(t.vals)
 	return quota
 }
 
 // isEventStream reports whether a Content-Type names server-sent events,
 // parameters aside, without mime.ParseMediaType's allocation per response.
-func isEventStream(contentType string) bool {
+func isEventStream(contentType string) bool { return mediaType(contentType, "text/event-stream") }
+
+// isJSON reports whether a Content-Type names JSON.
+func isJSON(contentType string) bool { return mediaType(contentType, "application/json") }
+
+// mediaType reports whether a Content-Type is the media type want.
+func mediaType(contentType, want string) bool {
 	mt, _, _ := strings.Cut(contentType, ";")
-	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
+	return strings.EqualFold(strings.TrimSpace(mt), want)
 }
 
 func successful(status int) bool { return status >= 200 && status <= 299 }
 
-// pass takes the next bytes of the response and writes them to dst (less a
-// stripped usage chunk).
+// pass takes the next bytes of the response and writes them to dst: a JSON
+// body as it comes, a stream event by event (less a stripped usage chunk).
 func (t *responseTap) pass(p []byte, dst io.Writer) error {
-	switch {
-	case t.sse && t.strip:
-		return t.passStripped(p, dst)
-	case t.sse:
-		t.parser.Feed(p, t)
-	case t.json != nil:
+	if t.sse {
+		return t.passEvents(p, dst)
+	}
+	if t.json != nil {
 		t.json.Feed(p)
 	}
 	_, err := dst.Write(p)
 	return err
 }
 
-// passStripped passes a stream's bytes on event by event, leaving out the
-// usage chunk.
-func (t *responseTap) passStripped(p []byte, dst io.Writer) error {
+// passEvents passes a stream's bytes on whole event by whole event: an
+// event's bytes go on once its closing blank line has arrived, which is
+// when an SSE client could use it anyway, and what comes after it waits
+// (up to maxHeldEvent) for its own. So an upstream that breaks off inside
+// an event leaves nothing half-sent for the client's parser to take for an
+// event of its own, and the gateway's in-band error follows the last whole
+// one. The usage chunk the gateway asked for is left out (strip).
+func (t *responseTap) passEvents(p []byte, dst io.Writer) error {
 	t.cur, t.from, t.dst, t.werr = p, 0, dst, nil
 	if t.endCR && len(p) > 0 {
 		t.endCR = false
@@ -156,9 +168,6 @@ func (t *responseTap) Boundary(end int, ev *wire.StreamEvent) {
 		t.progress.Observe(t.api, ev)
 		drop = t.strip && !t.passing && t.api.UsageOnlyEvent(ev)
 	}
-	if !t.strip {
-		return
-	}
 	if !drop {
 		t.emit(t.hold)
 		t.emit(t.cur[t.from:end])
@@ -174,24 +183,42 @@ func (t *responseTap) emit(b []byte) {
 	}
 }
 
-// finish is called when the response body has ended: it passes on what the
-// stripper held of an event that never ended, and reads a JSON body's usage.
-func (t *responseTap) finish(dst io.Writer) {
-	if t.sse {
-		if len(t.hold) > 0 {
-			_, _ = dst.Write(t.hold)
-			t.hold = t.hold[:0]
-		}
+// finish is called when the response body has ended: a JSON body's usage
+// or error type is read, and whether the body was whole JSON at all.
+func (t *responseTap) finish() {
+	if t.json == nil {
 		return
 	}
 	v, ok := t.values()
 	switch {
 	case !ok:
+		t.broken = t.jsonType
 	case successful(t.status):
 		t.progress.Usage = t.api.BodyUsage(v)
 	default:
 		t.errorType, _ = t.api.BodyError(v)
 	}
+}
+
+// flush passes on what is held of a stream's event that never ended, as
+// it came: a stream that has had its proper end, or that the gateway cannot
+// judge, is the upstream's to end.
+func (t *responseTap) flush(dst io.Writer) {
+	_, _ = dst.Write(t.hold)
+	t.hold = t.hold[:0]
+}
+
+// cut ends a stream that lacks its proper end with the API's in-band error
+// event (why says why it ended): what is held of an unfinished event gives
+// way to it, so the client's parser never sees half an event.
+func (t *responseTap) cut(dst io.Writer, why wire.StreamCut) {
+	t.hold = t.hold[:0]
+	if t.passing {
+		// Part of an event too long to hold is already out: end it, so
+		// that the client's parser is at the start of an event.
+		_, _ = dst.Write(t.separator())
+	}
+	_, _ = dst.Write(t.api.CutEvent(why))
 }
 
 // incompleteStream reports whether a successful stream ended without its
@@ -200,10 +227,10 @@ func (t *responseTap) incompleteStream() bool {
 	return t.sse && t.progress.Incomplete()
 }
 
-// cutEvent returns what ends an incomplete stream: a line end and a blank
-// line where the stream stopped inside a line or an event, so that the
-// client's parser is at the start of an event, then the in-band error.
-func (t *responseTap) cutEvent(why wire.StreamCut) (sep, event []byte) {
+// separator returns the line end and blank line that end an event the
+// stream stopped inside of: one for the line, one for the event, where
+// a last CR that an LF would complete counts as neither.
+func (t *responseTap) separator() []byte {
 	midLine, midEvent, lastCR := t.parser.Pending()
 	n := 0
 	for _, b := range [...]bool{lastCR, midLine, midEvent} {
@@ -211,7 +238,7 @@ func (t *responseTap) cutEvent(why wire.StreamCut) (sep, event []byte) {
 			n++ // a CR's LF joins it as one line end; the others end a line
 		}
 	}
-	return blankLines[:n], t.api.CutEvent(why)
+	return blankLines[:n]
 }
 
 var blankLines = []byte("\n\n\n")
@@ -224,5 +251,5 @@ func (t *responseTap) release() {
 	if t.parser != nil {
 		parsers.Put(t.parser)
 	}
-	*t = responseTap{api: t.api, strip: t.strip, hold: t.hold[:0]}
+	*t = responseTap{api: t.api, strip: t.strip, hold: t.hold[:0], vals: t.vals[:0]}
 }

@@ -34,8 +34,19 @@ func tapStream(api wire.API, stream string, i int) *responseTap {
 	tap.start(200, sseHeader)
 	_ = tap.pass([]byte(stream[:i]), io.Discard)
 	_ = tap.pass([]byte(stream[i:]), io.Discard)
-	tap.finish(io.Discard)
+	tap.finish()
 	return tap
+}
+
+// endStream ends a tapped stream as the gateway does: what is held goes on,
+// or, for a stream without its proper end, the in-band error event.
+func endStream(tap *responseTap, out io.Writer) {
+	tap.finish()
+	if tap.incompleteStream() {
+		tap.cut(out, wire.CutIncomplete)
+		return
+	}
+	tap.flush(out)
 }
 
 // framings rewrites a stream in each way the standard allows: CRLF or CR
@@ -114,20 +125,36 @@ func TestTapProperEnds(t *testing.T) {
 }
 
 // TestTapCutEventStartsAnEvent: whatever the stream stopped in the middle
-// of, the appended error is a separate event for a client's parser.
+// of, the client's parser sees the whole events before the cut and then the
+// gateway's error event, never half an event of the upstream's.
 func TestTapCutEventStartsAnEvent(t *testing.T) {
 	paths := wire.Messages.StreamPaths().Strings()
 	for i := 0; i <= len(anthropicStream); i++ {
 		for _, stream := range []string{anthropicStream[:i], cr(anthropicStream[:i])} {
-			tap := tapStream(wire.Messages, stream, len(stream)/2)
-			sep, event := tap.cutEvent(wire.CutIncomplete)
-			events := ssetest.Events([]byte(stream+string(sep)+string(event)), paths)
-			last := events[len(events)-1]
-			if last.Name != "error" || !strings.Contains(string(event), last.Head) {
-				t.Fatalf("cut at %d: the last event is %+v", i, last)
+			tap := &responseTap{api: wire.Messages}
+			tap.start(200, sseHeader)
+			var out bytes.Buffer
+			_ = tap.pass([]byte(stream[:len(stream)/2]), &out)
+			_ = tap.pass([]byte(stream[len(stream)/2:]), &out)
+			endStream(tap, &out)
+			events := ssetest.Events(out.Bytes(), paths)
+			complete := ssetest.Events([]byte(stream), paths)
+			switch {
+			case tap.progress.Done:
+				if len(events) != len(complete) {
+					t.Fatalf("cut at %d: %d events for %d whole ones", i, len(events), len(complete))
+				}
+			case len(events) != len(complete)+1:
+				t.Fatalf("cut at %d: %d events for %d whole ones and the error", i, len(events), len(complete))
+			default:
+				if last := events[len(events)-1]; last.Name != "error" || !strings.Contains(string(wire.Messages.CutEvent(wire.CutIncomplete)), last.Head) {
+					t.Fatalf("cut at %d: the last event is %+v", i, last)
+				}
 			}
-			if complete := ssetest.Events([]byte(stream), paths); len(events) > len(complete)+2 {
-				t.Fatalf("cut at %d: %d events for %d whole ones", i, len(events), len(complete))
+			for k, ev := range complete {
+				if events[k].Name != ev.Name || events[k].Head != ev.Head {
+					t.Fatalf("cut at %d: event %d is %+v, want %+v", i, k, events[k], ev)
+				}
 			}
 		}
 	}
@@ -141,14 +168,14 @@ func TestTapReadsJSONUsageAndErrors(t *testing.T) {
 	var out bytes.Buffer
 	_ = tap.pass([]byte(`{"choices":[{"finish_reason":"length"}],"usage":{"prompt_tokens":7,`), &out)
 	_ = tap.pass([]byte(`"completion_tokens":3}}`), &out)
-	tap.finish(&out)
+	tap.finish()
 	if u := tap.progress.Usage; u.InputTokens != 7 || u.OutputTokens != 3 || u.StopReason != "length" {
 		t.Fatalf("usage %+v", u)
 	}
 	tap.release()
 	tap.start(400, h)
 	_ = tap.pass([]byte(`{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}`), &out)
-	tap.finish(&out)
+	tap.finish()
 	if tap.errorType != "invalid_request_error" {
 		t.Fatalf("error type %q", tap.errorType)
 	}

@@ -333,7 +333,7 @@ var streamCases = []streamCase{
 func TestCutStreamReachesSDKAsError(t *testing.T) {
 	g := startGateway(t, directives("backoff 1ms 2ms"), mockprovider.Options{})
 	cuts := 0
-	for _, how := range []string{"end=3", "cut=3"} {
+	for _, how := range []string{"end=3", "cut=3", "cut=3:midevent"} {
 		for _, c := range streamCases {
 			t.Run(c.name+"/"+how, func(t *testing.T) {
 				g.mock.Reset()
@@ -343,7 +343,8 @@ func TestCutStreamReachesSDKAsError(t *testing.T) {
 					t.Fatal("the SDK took a cut stream for a complete answer")
 				}
 				// The gateway's in-band event reaches the SDK before the
-				// connection ends, so the SDK reports it, not a bare EOF.
+				// connection ends, so the SDK reports it, not a bare EOF,
+				// nor half an event that a cut inside one left behind.
 				if c.name == "anthropic" {
 					var apiErr *anthropic.Error
 					if !errors.As(err, &apiErr) {
@@ -376,7 +377,7 @@ func TestCutStreamReachesSDKAsError(t *testing.T) {
 // dialect's form after the events that did arrive.
 func TestCutStreamEndsWithInBandError(t *testing.T) {
 	g := startGateway(t, directives("backoff 1ms 2ms"), mockprovider.Options{})
-	for _, how := range []string{"end=3", "cut=3"} {
+	for _, how := range []string{"end=3", "cut=3", "cut=3:midevent"} {
 		t.Run("anthropic/"+how, func(t *testing.T) {
 			_, body := g.post(t, "/v1/messages", anthropicJSON("claude-haiku-4-5", true), map[string]string{mockprovider.ScriptHeader: "200:events=10:" + how})
 			events := parseSSE(t, body)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ai-resilience/caddy-ai-resilience/policy/body"
+	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 	"github.com/tidwall/gjson"
 )
 
@@ -80,19 +82,19 @@ func TestChooseModel(t *testing.T) {
 }
 
 func TestContextOverflowMessage(t *testing.T) {
-	msg := ContextOverflowMessage(Anthropic, Messages, "claude-opus-4-5", 195000, 8000, 200000)
+	msg := ContextOverflowMessage(wire.Messages, "claude-opus-4-5", 195000, 8000, 200000)
 	for _, want := range []string{"estimated 195000 input + 8000 output > 200000 window for claude-opus-4-5", "lower max_tokens to at most 5000", "shorten the conversation"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message %q lacks %q", msg, want)
 		}
 	}
-	msg = ContextOverflowMessage(OpenAI, ChatCompletions, "gpt-4o", 205000, 8000, 128000)
+	msg = ContextOverflowMessage(wire.ChatCompletions, "gpt-4o", 205000, 8000, 128000)
 	for _, want := range []string{"estimated 205000 input + 8000 output > 128000 window for gpt-4o", "input alone is over the window", "larger context window"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message %q lacks %q", msg, want)
 		}
 	}
-	if msg := ContextOverflowMessage(OpenAI, Responses, "o3", 10, 300000, 200000); !strings.Contains(msg, "max_output_tokens to at most 199990") {
+	if msg := ContextOverflowMessage(wire.Responses, "o3", 10, 300000, 200000); !strings.Contains(msg, "max_output_tokens to at most 199990") {
 		t.Errorf("responses message names the wrong field: %q", msg)
 	}
 }
@@ -103,19 +105,35 @@ func big(n int) string {
 	return string(b)
 }
 
-// conversation returns the raw elements of body's conversation array.
-func conversation(body []byte, e Endpoint) []string {
+// conversation returns the raw elements of the conversation array of b, a
+// request of api.
+func conversation(b []byte, api wire.API) []string {
 	var out []string
-	gjson.GetBytes(body, conversationField(e)).ForEach(func(_, v gjson.Result) bool {
+	gjson.GetBytes(b, api.Conversation().String()).ForEach(func(_, v gjson.Result) bool {
 		out = append(out, v.Raw)
 		return true
 	})
 	return out
 }
 
+// estimate reads b as a request of api and estimates its input tokens, as
+// the gateway does.
+func estimate(api wire.API, b []byte) int64 {
+	r := body.Read(b, api.WalkContent())
+	return api.InputTokens(&r)
+}
+
+// truncate reads b as a request of api and truncates it to budget, as the
+// gateway does, returning the body then.
+func truncate(api wire.API, b []byte, budget int64) ([]byte, int, bool) {
+	r := body.Read(b, api.WalkContent())
+	dropped, ok := Truncate(api, &r, api.InputTokens(&r), budget)
+	return r.Body(), dropped, ok
+}
+
 func TestTruncateFitsUntouched(t *testing.T) {
 	body := []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
-	out, dropped, ok := Truncate(Anthropic, Messages, body, 1000)
+	out, dropped, ok := truncate(wire.Messages, body, 1000)
 	if !ok || dropped != 0 || &out[0] != &body[0] {
 		t.Errorf("a fitting request was changed: %s, %d, %v", out, dropped, ok)
 	}
@@ -130,19 +148,19 @@ func TestTruncateAnthropicTurns(t *testing.T) {
 		`{"role":"user","content":"And now?"}`,
 	}
 	body := []byte(`{"model":"claude-haiku-4-5", "system":` + big(500) + `, "messages": [` + strings.Join(msgs, ", ") + `], "max_tokens":100}`)
-	total := EstimateInputTokens(Anthropic, Messages, body)
+	total := estimate(wire.Messages, body)
 	budget := total - 1500 // needs more than one message gone: a whole turn of two goes
-	out, dropped, ok := Truncate(Anthropic, Messages, body, budget)
+	out, dropped, ok := truncate(wire.Messages, body, budget)
 	if !ok {
 		t.Fatal("did not fit")
 	}
-	if got := EstimateInputTokens(Anthropic, Messages, out); got > budget {
+	if got := estimate(wire.Messages, out); got > budget {
 		t.Errorf("estimate after truncation %d > budget %d", got, budget)
 	}
 	if dropped != 2 {
 		t.Errorf("dropped %d messages, want the first turn of 2", dropped)
 	}
-	if got := conversation(out, Messages); !slices.Equal(got, msgs[2:]) {
+	if got := conversation(out, wire.Messages); !slices.Equal(got, msgs[2:]) {
 		t.Errorf("kept %v, want the last two turns byte for byte", got)
 	}
 	if gjson.GetBytes(out, "system").Raw != big(500) || gjson.GetBytes(out, "max_tokens").Int() != 100 {
@@ -154,13 +172,13 @@ func TestTruncateAnthropicTurns(t *testing.T) {
 	}
 
 	// A budget only the last turn fits drops everything before it.
-	last := EstimateInputTokens(Anthropic, Messages, []byte(`{"system":`+big(500)+`,"messages":[`+msgs[4]+`]}`))
-	out, dropped, ok = Truncate(Anthropic, Messages, body, last)
-	if !ok || dropped != 4 || !slices.Equal(conversation(out, Messages), msgs[4:]) {
-		t.Errorf("budget for the last turn only: ok %v, dropped %d, kept %v", ok, dropped, conversation(out, Messages))
+	last := estimate(wire.Messages, []byte(`{"system":`+big(500)+`,"messages":[`+msgs[4]+`]}`))
+	out, dropped, ok = truncate(wire.Messages, body, last)
+	if !ok || dropped != 4 || !slices.Equal(conversation(out, wire.Messages), msgs[4:]) {
+		t.Errorf("budget for the last turn only: ok %v, dropped %d, kept %v", ok, dropped, conversation(out, wire.Messages))
 	}
 	// Below that nothing helps: the system prompt and last turn stay.
-	out, dropped, ok = Truncate(Anthropic, Messages, body, last-1)
+	out, dropped, ok = truncate(wire.Messages, body, last-1)
 	if ok || dropped != 0 || string(out) != string(body) {
 		t.Errorf("impossible budget: ok %v, dropped %d", ok, dropped)
 	}
@@ -179,17 +197,17 @@ func TestTruncateAnthropicToolRounds(t *testing.T) {
 		msgs = append(msgs, round(i)...)
 	}
 	body := []byte(`{"model":"m","messages":[` + strings.Join(msgs, ",") + `]}`)
-	budget := EstimateInputTokens(Anthropic, Messages, body) - 3000
-	out, dropped, ok := Truncate(Anthropic, Messages, body, budget)
+	budget := estimate(wire.Messages, body) - 3000
+	out, dropped, ok := truncate(wire.Messages, body, budget)
 	if !ok {
 		t.Fatal("did not fit")
 	}
 	// Two rounds go (one is not enough), as pairs; the task and the last round stay.
 	want := append([]string{msgs[0]}, msgs[5:]...)
-	if got := conversation(out, Messages); dropped != 4 || !slices.Equal(got, want) {
+	if got := conversation(out, wire.Messages); dropped != 4 || !slices.Equal(got, want) {
 		t.Errorf("dropped %d, kept %d messages: %v", dropped, len(got), got)
 	}
-	checkToolPairs(t, body, out, Messages)
+	checkToolPairs(t, body, out, wire.Messages)
 }
 
 func TestTruncateChat(t *testing.T) {
@@ -204,16 +222,16 @@ func TestTruncateChat(t *testing.T) {
 		`{"role":"user","content":"Thanks, and the other one?"}`,
 	}
 	body := []byte(`{"model":"gpt-5.1","messages":[` + strings.Join(msgs, ",") + `],"max_completion_tokens":10}`)
-	budget := EstimateInputTokens(OpenAI, ChatCompletions, body) - 100
-	out, dropped, ok := Truncate(OpenAI, ChatCompletions, body, budget)
+	budget := estimate(wire.ChatCompletions, body) - 100
+	out, dropped, ok := truncate(wire.ChatCompletions, body, budget)
 	if !ok {
 		t.Fatal("did not fit")
 	}
 	want := []string{msgs[0], msgs[1], msgs[7]}
-	if got := conversation(out, ChatCompletions); dropped != 5 || !slices.Equal(got, want) {
+	if got := conversation(out, wire.ChatCompletions); dropped != 5 || !slices.Equal(got, want) {
 		t.Errorf("dropped %d, kept %v", dropped, got)
 	}
-	checkToolPairs(t, body, out, ChatCompletions)
+	checkToolPairs(t, body, out, wire.ChatCompletions)
 }
 
 func TestTruncateResponses(t *testing.T) {
@@ -227,30 +245,30 @@ func TestTruncateResponses(t *testing.T) {
 		`{"type":"function_call_output","call_id":"c2","output":"west, moderate"}`,
 	}
 	body := []byte(`{"model":"gpt-5.1","instructions":"Use tools.","input":[` + strings.Join(items, ",") + `]}`)
-	budget := EstimateInputTokens(OpenAI, Responses, body) - 1000
-	out, dropped, ok := Truncate(OpenAI, Responses, body, budget)
+	budget := estimate(wire.Responses, body) - 1000
+	out, dropped, ok := truncate(wire.Responses, body, budget)
 	if !ok {
 		t.Fatal("did not fit")
 	}
 	want := []string{items[0], items[1], items[5], items[6]}
-	if got := conversation(out, Responses); dropped != 3 || !slices.Equal(got, want) {
+	if got := conversation(out, wire.Responses); dropped != 3 || !slices.Equal(got, want) {
 		t.Errorf("dropped %d, kept %v", dropped, got)
 	}
-	checkToolPairs(t, body, out, Responses)
+	checkToolPairs(t, body, out, wire.Responses)
 
 	// A string input cannot be shortened.
 	str := []byte(`{"model":"m","input":` + big(3000) + `}`)
-	if _, _, ok := Truncate(OpenAI, Responses, str, 100); ok {
+	if _, _, ok := truncate(wire.Responses, str, 100); ok {
 		t.Error("a string input was reported as fitting")
 	}
 }
 
 func TestTruncateOtherEndpoints(t *testing.T) {
 	body := []byte(`{"prompt":` + big(3000) + `}`)
-	if out, _, ok := Truncate(OpenAI, Completions, body, 100); ok || string(out) != string(body) {
+	if out, _, ok := truncate(wire.Completions, body, 100); ok || string(out) != string(body) {
 		t.Error("completions cannot be truncated")
 	}
-	if _, _, ok := Truncate(OpenAI, Completions, body, 1<<20); !ok {
+	if _, _, ok := truncate(wire.Completions, body, 1<<20); !ok {
 		t.Error("a fitting completions request must pass")
 	}
 }
@@ -282,11 +300,11 @@ func toolIDs(raw string) (calls, answers []string) {
 
 // checkToolPairs fails when truncation kept a tool call without the
 // results it had, or a result without its call.
-func checkToolPairs(t *testing.T, in, out []byte, e Endpoint) {
+func checkToolPairs(t *testing.T, in, out []byte, api wire.API) {
 	t.Helper()
-	count := func(body []byte) (map[string]bool, map[string]bool) {
+	count := func(b []byte) (map[string]bool, map[string]bool) {
 		calls, answers := map[string]bool{}, map[string]bool{}
-		for _, m := range conversation(body, e) {
+		for _, m := range conversation(b, api) {
 			c, a := toolIDs(m)
 			for _, id := range c {
 				calls[id] = true
@@ -317,11 +335,11 @@ func BenchmarkTruncate(b *testing.B) {
 		msgs = append(msgs, `{"role":"user","content":`+big(400)+`}`, `{"role":"assistant","content":[{"type":"text","text":`+big(400)+`}]}`)
 	}
 	body := []byte(`{"model":"m","system":"s","messages":[` + strings.Join(msgs, ",") + `]}`)
-	budget := EstimateInputTokens(Anthropic, Messages, body) / 2
+	budget := estimate(wire.Messages, body) / 2
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		Truncate(Anthropic, Messages, body, budget)
+		truncate(wire.Messages, body, budget)
 	}
 }
 
@@ -331,15 +349,12 @@ func FuzzTruncate(f *testing.F) {
 	f.Add([]byte(`{"input":[{"role":"user","content":"q"},{"type":"reasoning"},{"type":"function_call","call_id":"c"},{"type":"function_call_output","call_id":"c","output":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"},{"type":"message","role":"assistant","content":"a"}]}`), int64(30), uint8(2))
 	f.Add([]byte(`{"messages":[{"role":"assistant","content":"hi"},{"role":"user","content":[{"type":"tool_result","content":"r"}]}],"messages":[{"role":"user","content":"dup"}]}`), int64(5), uint8(0))
 	f.Add([]byte(`{"messages":[{"role":"user","content":"x"},`), int64(0), uint8(0))
-	endpoints := []struct {
-		d Dialect
-		e Endpoint
-	}{{Anthropic, Messages}, {OpenAI, ChatCompletions}, {OpenAI, Responses}}
-	f.Fuzz(func(t *testing.T, body []byte, budget int64, which uint8) {
-		de := endpoints[int(which)%len(endpoints)]
-		orig := string(body)
-		out, dropped, ok := Truncate(de.d, de.e, body, budget)
-		if string(body) != orig {
+	apis := []wire.API{wire.Messages, wire.ChatCompletions, wire.Responses}
+	f.Fuzz(func(t *testing.T, in []byte, budget int64, which uint8) {
+		api := apis[int(which)%len(apis)]
+		orig := string(in)
+		out, dropped, ok := truncate(api, in, budget)
+		if string(in) != orig {
 			t.Fatal("the input body was modified")
 		}
 		if !ok {
@@ -348,8 +363,8 @@ func FuzzTruncate(f *testing.F) {
 			}
 			return
 		}
-		if got := EstimateInputTokens(de.d, de.e, out); got > budget {
-			t.Fatalf("estimate %d after truncation is over the budget %d:\n in  %s\n out %s", got, budget, body, out)
+		if got := estimate(api, out); got > budget {
+			t.Fatalf("estimate %d after truncation is over the budget %d:\n in  %s\n out %s", got, budget, in, out)
 		}
 		if dropped == 0 {
 			if string(out) != orig {
@@ -357,31 +372,32 @@ func FuzzTruncate(f *testing.F) {
 			}
 			return
 		}
-		if !json.Valid(body) {
+		if !json.Valid(in) {
 			return
 		}
 		if !json.Valid(out) {
-			t.Fatalf("valid input became invalid:\n in  %s\n out %s", body, out)
+			t.Fatalf("valid input became invalid:\n in  %s\n out %s", in, out)
 		}
 		// The system prompt is untouched; pinned messages all stay; the
 		// first other message is a user turn; tool calls keep their results.
-		if a, b := gjson.GetBytes(body, "system").Raw, gjson.GetBytes(out, "system").Raw; a != b {
+		if a, b := gjson.GetBytes(in, "system").Raw, gjson.GetBytes(out, "system").Raw; a != b {
 			t.Fatalf("system changed from %s to %s", a, b)
 		}
+		kind := func(m string) wire.TurnKind { return api.TurnKind([]byte(m)) }
 		var inPinned, outPinned []string
-		for _, m := range conversation(body, de.e) {
-			if classifyTurn(m) == kindPinned {
+		for _, m := range conversation(in, api) {
+			if kind(m) == wire.TurnPinned {
 				inPinned = append(inPinned, m)
 			}
 		}
 		first := true
-		for _, m := range conversation(out, de.e) {
-			k := classifyTurn(m)
-			if k == kindPinned {
+		for _, m := range conversation(out, api) {
+			k := kind(m)
+			if k == wire.TurnPinned {
 				outPinned = append(outPinned, m)
 				continue
 			}
-			if first && k != kindUser && slices.ContainsFunc(conversation(body, de.e), func(m string) bool { return classifyTurn(m) == kindUser }) {
+			if first && k != wire.TurnUser && slices.ContainsFunc(conversation(in, api), func(m string) bool { return kind(m) == wire.TurnUser }) {
 				t.Fatalf("the conversation now starts with a %v message: %s", k, m)
 			}
 			first = false
@@ -389,6 +405,6 @@ func FuzzTruncate(f *testing.F) {
 		if !slices.Equal(inPinned, outPinned) {
 			t.Fatalf("system or developer messages changed:\n in  %v\n out %v", inPinned, outPinned)
 		}
-		checkToolPairs(t, body, out, de.e)
+		checkToolPairs(t, in, out, api)
 	})
 }

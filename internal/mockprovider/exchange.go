@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -90,6 +91,9 @@ func (ex *exchange) breakOff(silence func()) bool {
 	switch {
 	case ex.step.cut >= 0:
 		ex.note = " cut"
+		if ex.step.midEvent {
+			ex.halfEvent()
+		}
 		panic(http.ErrAbortHandler)
 	case ex.step.end >= 0:
 		ex.note = " end"
@@ -100,6 +104,17 @@ func (ex *exchange) breakOff(silence func()) bool {
 		return false
 	}
 	return true
+}
+
+// halfEvent sends the start of a delta event and flushes it, so that a cut
+// that follows falls inside the event.
+func (ex *exchange) halfEvent() {
+	half := `data: {"id":"chatcmpl-mock","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hal`
+	if ex.dialect == anthropicDialect {
+		half = "event: content_block_delta\n" + `data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hal`
+	}
+	_, _ = io.WriteString(ex.w, half)
+	_ = http.NewResponseController(ex.w).Flush()
 }
 
 // writeHeader sets the headers every response carries, records the status

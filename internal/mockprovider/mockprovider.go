@@ -24,6 +24,7 @@
 //	events=<n>                text deltas in a stream (default 5)
 //	interval=<duration>       wait between stream events
 //	cut=<n>                   abort the connection after n deltas (a JSON reply: n bytes of it)
+//	midevent                  with cut=, send half of the next delta event before the abort
 //	end=<n>                   end the stream cleanly after n deltas, without its terminal events
 //	                          (a JSON reply: end after n bytes, short of its Content-Length)
 //	stall=<n>                 after n deltas (a JSON reply: n bytes), send nothing more and

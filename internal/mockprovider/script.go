@@ -57,9 +57,12 @@ type step struct {
 	// Body shape. cut, end, at and stall are -1 when not set.
 	events int
 	cut    int
-	end    int
-	bytes  int
-	nest   int // an error body of this many '[' instead of the dialect's
+	// midEvent makes a stream's cut fall inside an event: half of the next
+	// delta event is sent before the connection is aborted.
+	midEvent bool
+	end      int
+	bytes    int
+	nest     int // an error body of this many '[' instead of the dialect's
 
 	// Stream framing and faults.
 	framing framing
@@ -158,6 +161,9 @@ func parseStep(text string) (step, error) {
 	if n := btoi(s.cut >= 0) + btoi(s.end >= 0) + btoi(s.stall >= 0) + btoi(s.inband != "") + btoi(s.failed != ""); n > 1 {
 		return s, errors.New("cut=, end=, stall=, inband= and failed= exclude each other")
 	}
+	if s.midEvent && s.cut < 0 {
+		return s, errors.New("midevent places a cut=")
+	}
 	if s.at >= 0 && s.inband == "" && s.failed == "" {
 		return s, errors.New("at= places an inband= or failed= event")
 	}
@@ -170,11 +176,12 @@ func parseStep(text string) (step, error) {
 // apply sets one `name=value` (or bare `quota`) modifier on the step.
 func (s *step) apply(mod string) error {
 	name, value, hasValue := strings.Cut(mod, "=")
-	if name == "quota" {
+	if name == "quota" || name == "midevent" {
 		if hasValue {
-			return errors.New("quota takes no value")
+			return errors.New(name + " takes no value")
 		}
-		s.quota = true
+		s.quota = s.quota || name == "quota"
+		s.midEvent = s.midEvent || name == "midevent"
 		return nil
 	}
 	if !hasValue {
@@ -229,7 +236,7 @@ func (s *step) apply(mod string) error {
 			err = errors.New("want a positive duration")
 		}
 	default:
-		err = errors.New("unknown modifier; known: retry-after, retry-after-ms, retry-after-date, reset, quota, should-retry, delay, cut, end, events, interval, bytes, framing, inband, failed, at, stall, ping, nest")
+		err = errors.New("unknown modifier; known: retry-after, retry-after-ms, retry-after-date, reset, quota, should-retry, delay, cut, midevent, end, events, interval, bytes, framing, inband, failed, at, stall, ping, nest")
 	}
 	return err
 }

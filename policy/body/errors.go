@@ -92,9 +92,11 @@ func (s *bodyScanner) content(i int, f *BlockFault) bool {
 				return s.value()
 			}
 			start := s.i
-			ok := s.value()
+			if !s.value() {
+				return false
+			}
 			typ = s.b[start:s.i]
-			return ok
+			return true
 		})
 		if f.Kind == 0 {
 			switch {

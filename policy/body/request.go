@@ -271,7 +271,7 @@ func validPrefix(b []byte, n int) string {
 // Raw returns field f's raw JSON value, or nil when the body has none. It
 // shares the body's memory.
 func (r *Request) Raw(f Field) []byte {
-	if !r.at[f].present() {
+	if f >= numFields || !r.at[f].present() {
 		return nil
 	}
 	return r.body[r.at[f].start:r.at[f].end]

@@ -88,6 +88,9 @@ const anthropicToolsTokens = 346
 // definitions (with the system prompt tools bring) and the structured
 // output schema in `output_config`.
 func (messages) InputTokens(r *body.Request) int64 {
+	if !r.Object() {
+		return 0
+	}
 	n := tokens.RequestOverhead + tokens.Conversation(r.Raw(body.FieldMessages)) +
 		tokens.Content(r.Raw(body.FieldSystem)) + tokens.JSON(r.Raw(body.FieldOutputConfig))
 	if t := r.Raw(body.FieldTools); t != nil {

@@ -49,6 +49,9 @@ func (chat) WantsStreamUsage() bool { return true }
 // InputTokens counts the conversation and the tool, function and response
 // format definitions.
 func (chat) InputTokens(r *body.Request) int64 {
+	if !r.Object() {
+		return 0
+	}
 	return tokens.RequestOverhead + tokens.Conversation(r.Raw(body.FieldMessages)) + tokens.JSON(r.Raw(body.FieldTools)) +
 		tokens.JSON(r.Raw(body.FieldFunctions)) + tokens.JSON(r.Raw(body.FieldResponseFormat))
 }

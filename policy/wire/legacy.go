@@ -32,6 +32,9 @@ func (completions) WantsStreamUsage() bool  { return false }
 
 // InputTokens counts the prompt and the suffix (token ids count one each).
 func (completions) InputTokens(r *body.Request) int64 {
+	if !r.Object() {
+		return 0
+	}
 	return tokens.RequestOverhead + tokens.Content(r.Raw(body.FieldPrompt)) + tokens.Content(r.Raw(body.FieldSuffix))
 }
 
@@ -69,6 +72,9 @@ func (embeddings) CapFields() []body.Field { return nil }
 
 // InputTokens counts the input.
 func (embeddings) InputTokens(r *body.Request) int64 {
+	if !r.Object() {
+		return 0
+	}
 	return tokens.RequestOverhead + tokens.Content(r.Raw(body.FieldInput))
 }
 

@@ -104,12 +104,24 @@ func (openAI) WriteRateLimits(h http.Header, s RateLimits, _ time.Time) {
 	}
 }
 
+// maxErrorElements is how many elements of an array-wrapped error body are
+// read; the servers that wrap errors in an array send one.
+const maxErrorElements = 4
+
 // openAIErrorPaths are where an OpenAI error body names its error: the
-// `error` object, or the first element of the array some compatible
-// servers wrap it in (Gemini's OpenAI endpoint,
-// https://ai.google.dev/gemini-api/docs/openai). Each OpenAI API reads them
-// after its own usage paths.
-var openAIErrorPaths = []string{"error.type", "error.code", "0.error.type", "0.error.code", "0.error.status"}
+// `error` object's type and code, then the same of each of the first
+// maxErrorElements elements of the array some compatible servers wrap errors
+// in (Gemini's OpenAI endpoint, https://ai.google.dev/gemini-api/docs/openai),
+// then the first element's status. Each OpenAI API reads them after its own
+// usage paths.
+var openAIErrorPaths = func() []string {
+	paths := []string{"error.type", "error.code"}
+	for i := range maxErrorElements {
+		n := strconv.Itoa(i)
+		paths = append(paths, n+".error.type", n+".error.code")
+	}
+	return append(paths, "0.error.status")
+}()
 
 // openAIBodyError reads the error type of an error body from the values of
 // openAIErrorPaths, and whether it says the account is out of quota: an
@@ -118,14 +130,14 @@ var openAIErrorPaths = []string{"error.type", "error.code", "0.error.type", "0.e
 // its status alone, so the body must be read). A rate limit's `type` is
 // `tokens` or `requests`, so the code is what tells them apart.
 func openAIBodyError(v []jsonread.Value) (errType string, quota bool) {
-	for _, names := range [...][2]jsonread.Value{{v[0], v[1]}, {v[2], v[3]}} {
-		if names[0].Is("insufficient_quota") || slices.Contains(quotaCodes[:], names[1].String()) {
+	for i := 0; i+1 < len(v)-1; i += 2 {
+		if v[i].Is("insufficient_quota") || slices.Contains(quotaCodes[:], v[i+1].String()) {
 			quota = true
 		}
 	}
 	errType = v[0].String()
 	if errType == "" {
-		errType = v[4].String()
+		errType = v[len(v)-1].String()
 	}
 	return errType, quota
 }

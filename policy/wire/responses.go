@@ -40,6 +40,9 @@ func (responses) WantsStreamUsage() bool                             { return fa
 // InputTokens counts the instructions, the input (a string or a list of
 // items), the tool definitions and the output schema in `text.format`.
 func (responses) InputTokens(r *body.Request) int64 {
+	if !r.Object() {
+		return 0
+	}
 	n := tokens.RequestOverhead + tokens.Content(r.Raw(body.FieldInstructions)) + tokens.JSON(r.Raw(body.FieldTools)) +
 		tokens.JSON(r.Raw(body.FieldText))
 	if input := r.Raw(body.FieldInput); len(input) > 0 && input[0] == '[' {

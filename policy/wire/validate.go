@@ -92,16 +92,15 @@ func checkPositiveInteger(r *body.Request, f body.Field, missing, fix string) *b
 	if v == nil {
 		return &body.RequestError{Param: name, Message: "Missing required field `" + name + "`: " + missing + fix}
 	}
-	bad := &body.RequestError{Param: name, Message: "`" + name + "` must be a positive integer, but it is " +
+	if body.IsNumber(v) {
+		// The read has checked the number's syntax; a value too large for
+		// a float64 parses as +Inf, which is left for the provider to
+		// refuse.
+		n, _ := strconv.ParseFloat(unsafe.String(unsafe.SliceData(v), len(v)), 64)
+		if n >= 1 && n == math.Trunc(n) {
+			return nil
+		}
+	}
+	return &body.RequestError{Param: name, Message: "`" + name + "` must be a positive integer, but it is " +
 		body.Describe(v) + "." + fix}
-	if !body.IsNumber(v) {
-		return bad
-	}
-	// The read has checked the number's syntax; a value too large for a
-	// float64 parses as +Inf, which is left for the provider to refuse.
-	n, _ := strconv.ParseFloat(unsafe.String(unsafe.SliceData(v), len(v)), 64)
-	if n < 1 || n != math.Trunc(n) {
-		return bad
-	}
-	return nil
 }
