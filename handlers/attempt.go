@@ -22,6 +22,7 @@ func (c *call) attempt(next caddyhttp.Handler) (done bool, err error) {
 	ctx, cancel := context.WithCancel(c.r.Context())
 	c.aw.reset(cancel)
 	c.attempts++
+	c.served = c.model
 	c.publishAttempt()
 	attemptsTotal.WithLabelValues(c.api.Family(), modelLabel(c.model)).Inc()
 
@@ -165,8 +166,8 @@ func (c *call) judge(aborted bool, err error) (done bool, _ error) {
 		return true, err
 	}
 	// next returned without writing: retrying would loop forever.
-	c.end = ending{errorType: "no_response", status: http.StatusInternalServerError}
-	return true, caddyhttp.Error(http.StatusInternalServerError, errNoResponse)
+	c.g.cfg.Logger.Error(errNoResponse.Error())
+	return true, c.answer(&refusal{kind: wire.Misplaced, message: errNoResponse.Error(), advise: adviseNoRetry, errorType: "no_response"})
 }
 
 // errNoFirstEvent is why an answer that broke off before anything reached

@@ -76,25 +76,42 @@ func (c *call) send(next caddyhttp.Handler) error {
 		case budgetSpent:
 			return c.giveUp()
 		}
-		to, ok := c.g.cfg.Fallbacks.Next(c.model)
-		if !ok || !time.Now().Before(c.deadline) {
+		if _, ok := c.g.cfg.Fallbacks.Next(c.model); !ok || !time.Now().Before(c.deadline) {
 			return c.giveUp()
 		}
 		if c.attempts > 0 && !c.takeRetry(false) {
 			return c.giveUp()
 		}
-		from := c.model
-		fallback := c.req.Clone()
-		c.charge.add(int64(len(fallback.Body())))
-		if ref := c.retarget(&fallback, to); ref != nil {
-			return c.answer(ref)
+		if !c.fallBack() {
+			return c.giveUp()
 		}
+	}
+}
+
+// fallBack moves the request to the next model down its chain that can
+// take it, and reports false when none is left. A model whose output limit
+// leaves no room for what the request needs (a thinking budget) is passed
+// over: the client's request is valid, and its failure so far is the
+// upstream's, not a 400 of the gateway's.
+func (c *call) fallBack() bool {
+	from := c.model
+	for to, ok := c.g.cfg.Fallbacks.Next(from); ok; to, ok = c.g.cfg.Fallbacks.Next(to) {
+		fallback := c.req.Clone()
+		if ref := c.retarget(&fallback, to); ref != nil {
+			if ce := c.g.cfg.Logger.Check(zapcore.WarnLevel, "fallback passed over"); ce != nil {
+				ce.Write(zap.String("from", from), zap.String("to", to), zap.String("reason", ref.message))
+			}
+			continue
+		}
+		c.charge.add(int64(len(fallback.Body())))
 		c.payload = fallback.Body()
 		fallbacksTotal.WithLabelValues(modelLabel(from), modelLabel(to)).Inc()
 		if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, "falling back"); ce != nil {
 			ce.Write(zap.String("from", from), zap.String("to", to), zap.String("reason", string(c.last.reason)))
 		}
+		return true
 	}
+	return false
 }
 
 // tryModel runs the attempts of one model: the first and up to `retries`
@@ -102,6 +119,11 @@ func (c *call) send(next caddyhttp.Handler) error {
 func (c *call) tryModel(next caddyhttp.Handler) (modelOutcome, error) {
 	for retry := 0; ; retry++ {
 		if !c.allowAttempt() {
+			if retry > 0 {
+				if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, "retry dropped"); ce != nil {
+					ce.Write(zap.String("model", c.model), zap.String("reason", string(reasonCircuitOpen)))
+				}
+			}
 			return modelUnavailable, nil
 		}
 		if retry == 0 {

@@ -29,6 +29,7 @@ type call struct {
 	req      body.Request // the body read once, then guarded; fallbacks copy it
 	payload  []byte       // the body sent upstream: req's, or a copy naming the fallback model
 	model    string       // the model now being tried
+	served   string       // the model of the last attempt, or the guarded request's
 	snapshot http.Header  // the client's response headers before any attempt
 
 	outputCap int64 // the output cap the request names, after the guards

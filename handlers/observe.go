@@ -40,8 +40,8 @@ func (c *call) record() {
 			zap.String("provider", c.api.Family()),
 			zap.String("endpoint", c.api.Name()),
 			zap.String("model", c.req.Model),
-			zap.String("served_model", c.model),
-			zap.Bool("stream", c.tap.sse),
+			zap.String("served_model", c.served),
+			zap.Bool("stream", c.req.Stream()),
 			zap.Int("status", status),
 			zap.Int("attempts", c.attempts),
 			zap.Float64("latency_ms", float64(elapsed.Microseconds())/1000),
@@ -91,7 +91,7 @@ func (c *call) record() {
 // once the body has passed, so only finish sets them.
 func (c *call) publishAttempt() {
 	if repl, ok := c.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.ai_resilience.served_model", c.model)
+		repl.Set("http.ai_resilience.served_model", c.served)
 		repl.Set("http.ai_resilience.attempts", c.attempts)
 	}
 }
@@ -111,7 +111,7 @@ func (c *call) logRetry(wait time.Duration) {
 	if c.last.held {
 		fields = append(fields, zap.Int("status", c.aw.failedStatus()))
 	} else if c.last.err != nil {
-		fields = append(fields, zap.String("error", c.last.err.Error()))
+		fields = append(fields, zap.String("error", errorText(c.last.err)))
 	}
 	ce.Write(fields...)
 }
@@ -123,4 +123,14 @@ func statusOf(err error) int {
 		return he.StatusCode
 	}
 	return http.StatusInternalServerError
+}
+
+// errorText is an error's message for a log line: for the proxy's own
+// errors, what went wrong without Caddy's error id and source position.
+func errorText(err error) string {
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) && he.Err != nil {
+		return he.Err.Error()
+	}
+	return err.Error()
 }

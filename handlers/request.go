@@ -50,7 +50,7 @@ func (c *call) readBody() *refusal {
 	}
 	c.deadline = time.Now().Add(cfg.Deadline)
 	c.req = body.Read(*c.raw, c.api.WalkContent())
-	c.model = c.req.Model
+	c.model, c.served = c.req.Model, c.req.Model
 	return nil
 }
 
@@ -85,8 +85,14 @@ func (c *call) bodyFailed(err error, encoded bool) *refusal {
 		}
 		return &refusal{kind: wire.InvalidRequest, errorType: "incomplete_request_body", message: msg + "; send the whole body"}
 	}
-	// The connection broke: nobody is left to answer.
-	return &refusal{gone: true}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) || c.r.Context().Err() != nil {
+		// The connection broke: nobody is left to answer.
+		return &refusal{gone: true}
+	}
+	// A body the server could not decode (malformed chunked framing, say).
+	return &refusal{kind: wire.InvalidRequest, errorType: "incomplete_request_body",
+		message: "the request body could not be read after " + read + " bytes: " + err.Error() + "; send a well-formed body"}
 }
 
 // guard checks and prepares the request before any upstream call: its
@@ -118,11 +124,13 @@ func (c *call) guard() *refusal {
 	if ref := c.guardContext(facts); ref != nil {
 		return ref
 	}
-	if c.g.tokenZones && c.api.WantsStreamUsage() && c.req.SetIncludeUsage() {
-		// Token settlement needs the stream's usage; the client did not
-		// ask for it, so the tap strips it again.
+	if c.api.WantsStreamUsage() && c.req.SetIncludeUsage() {
+		// The call's log line, metrics and token settlement need the
+		// stream's usage; the client did not ask for it, so the tap
+		// strips it again.
 		c.tap.strip = true
 	}
+	c.served = c.model
 	if payload := c.req.Body(); !sameBytes(payload, *c.raw) {
 		c.charge.add(int64(len(payload))) // the guards' edited copy
 	}
@@ -202,13 +210,16 @@ func sameBytes(a, b []byte) bool {
 	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
-// formatBytes writes a size the way a person configured it.
+// formatBytes writes a size the way a person configured it: Caddy reads
+// 16MB as 16,000,000 bytes and 16MiB as 16,777,216.
 func formatBytes(n int64) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return strconv.FormatInt(n>>20, 10) + "MiB"
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return strconv.FormatInt(n>>10, 10) + "KiB"
+	for _, u := range [...]struct {
+		size int64
+		name string
+	}{{1 << 30, "GiB"}, {1e9, "GB"}, {1 << 20, "MiB"}, {1e6, "MB"}, {1 << 10, "KiB"}, {1e3, "KB"}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
 	}
 	return strconv.FormatInt(n, 10) + " bytes"
 }

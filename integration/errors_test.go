@@ -3,8 +3,10 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -349,5 +351,61 @@ func TestRetryOnListDecides(t *testing.T) {
 	}
 	if n := len(g.mock.Calls()); n != 2 {
 		t.Errorf("503: upstream saw %d calls, want 2", n)
+	}
+}
+
+// TestMisplacedGatewayAnswersInShape: ai_resilience placed before `handle`
+// blocks in one route gets no response from the rest of the route on its
+// second attempt (Caddy skips the handle groups it already matched). The
+// client gets a 500 in the dialect's shape that says where to put the
+// gateway, and not to retry, rather than an empty 500 its SDK would retry.
+func TestMisplacedGatewayAnswersInShape(t *testing.T) {
+	mock := mockprovider.New(mockprovider.Options{})
+	upstream := httptest.NewServer(mock)
+	t.Cleanup(upstream.Close)
+	g := &gateway{Server: startSite(t, fmt.Sprintf(`
+	route /v1/* {
+		ai_resilience {
+			backoff 1ms 2ms
+		}
+		handle /v1/messages {
+			reverse_proxy %s
+		}
+		handle /v1/chat/* {
+			reverse_proxy %s
+		}
+	}`, upstream.URL, upstream.URL)), mock: mock}
+	for _, path := range []string{anthropicPath, chatPath} {
+		mock.Reset()
+		body := anthropicJSON("claude-haiku-4-5", false)
+		if path == chatPath {
+			body = chatJSON("gpt-4o-mini", false)
+		}
+		resp, got := g.post(t, path, body, map[string]string{mockprovider.ScriptHeader: "529,200"})
+		wantGatewayError(t, path, path, resp, got, http.StatusInternalServerError, "same route or handle block as reverse_proxy")
+		if v := resp.Header.Get("X-Should-Retry"); v != "false" {
+			t.Errorf("%s: x-should-retry %q, want false", path, v)
+		}
+		if n := len(mock.Calls()); n != 1 {
+			t.Errorf("%s: upstream saw %d calls, want the 1 before the retry found no handler", path, n)
+		}
+	}
+}
+
+// TestForcedProviderPassesOtherEndpoints: under a forced provider, the
+// provider's endpoints other than the generation APIs (count_tokens,
+// batches, files…) pass through untouched: no validation, no retry.
+func TestForcedProviderPassesOtherEndpoints(t *testing.T) {
+	g := startGateway(t, directives("provider anthropic"), mockprovider.Options{})
+	body := `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"` + thePrompt + `"}]}`
+	for _, path := range []string{"/v1/messages/count_tokens", "/v1/messages/batches"} {
+		g.mock.Reset()
+		// The mock serves no such endpoint: its 404 comes back as it is,
+		// where the gateway would have refused the body as a Messages
+		// request without max_tokens.
+		resp, got := g.post(t, path, body, nil)
+		if resp.StatusCode != http.StatusNotFound || len(g.mock.Calls()) != 1 || !strings.Contains(string(got), "mock provider has no endpoint") {
+			t.Errorf("%s: status %d after %d calls, want the upstream's answer passed through after 1: %s", path, resp.StatusCode, len(g.mock.Calls()), got)
+		}
 	}
 }

@@ -196,20 +196,24 @@ func TestShortBodyIs400(t *testing.T) {
 		{"chat half-close", chatPath, head + "Content-Length: 1000\r\n\r\n{\"model\":", true, "short of the 1000 bytes"},
 		{"chunked without its end", anthropicPath, head + "Transfer-Encoding: chunked\r\n\r\n9\r\n{\"model\":\r\n", true, "before it was complete"},
 		{"anthropic stall until the read timeout", anthropicPath, head + "Content-Length: 1000\r\n\r\n{\"model\":", false, "read timeout"},
+		// The client is still there, waiting: a framing the server cannot
+		// read is the client's mistake, and it gets an answer.
+		{"malformed chunk size", anthropicPath, head + "Transfer-Encoding: chunked\r\n\r\nzz\r\n{\"model\":\"claude-x\"}\r\n0\r\n\r\n", false, "could not be read"},
+		{"chunk longer than its size", chatPath, head + "Transfer-Encoding: chunked\r\n\r\n2\r\n{\"model\":\"gpt-4o\"}\r\n0\r\n\r\n", false, "could not be read"},
 	} {
 		g.mock.Reset()
 		status, body := rawExchange(t, g.URL, fmt.Sprintf(c.request, c.path), c.halfClose, 10*time.Second)
 		wantGatewayError(t, c.name, c.path, &http.Response{StatusCode: status}, body, http.StatusBadRequest, c.says)
 		noCalls(t, g, c.name)
 	}
-	entries := g.logEntries(t, "api_call_error", 4)
+	entries := g.logEntries(t, "api_call_error", 6)
 	for _, e := range entries {
 		if e["error_type"] != "incomplete_request_body" || e["status"] != float64(400) {
 			t.Errorf("log line %v, want error_type incomplete_request_body and status 400", e)
 		}
 	}
-	if len(entries) < 4 {
-		t.Errorf("%d api_call_error lines, want 4", len(entries))
+	if len(entries) < 6 {
+		t.Errorf("%d api_call_error lines, want 6", len(entries))
 	}
 }
 

@@ -320,3 +320,48 @@ func TestPlaceholdersInResponseHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestCallLineSaysWhatHappened: the call line's stream flag is the
+// request's, served_model names a model an attempt was made on (not a
+// fallback whose circuit was open), a retry the circuit then refused is
+// logged as dropped, and a chat stream's usage is logged even without a
+// tpm zone (the gateway asks for it and strips it again).
+func TestCallLineSaysWhatHappened(t *testing.T) {
+	g := startGateway(t, directives("backoff 1ms 2ms", "retries 1", "circuit_breaker 1 30s", "fallback claude-opus-4-5 claude-haiku-4-5"),
+		mockprovider.Options{FailModels: map[string]int{"claude-opus-4-5": 529, "claude-haiku-4-5": 529}})
+	// The first call opens both circuits: one failure each.
+	_, _ = g.post(t, anthropicPath, anthropicJSON("claude-opus-4-5", true), nil)
+	g.mock.Reset()
+	resp, body := g.post(t, anthropicPath, anthropicJSON("claude-opus-4-5", true), nil)
+	if resp.StatusCode != 529 {
+		t.Fatalf("status %d, want the open circuit's 529: %s", resp.StatusCode, body)
+	}
+	noCalls(t, g, "both circuits open")
+	lines := g.logEntries(t, "api_call_error", 2)
+	if len(lines) != 2 {
+		t.Fatalf("%d call lines, want 2", len(lines))
+	}
+	if e := lines[1]; e["stream"] != true || e["served_model"] != "claude-opus-4-5" || e["attempts"] != 0.0 {
+		t.Errorf("line %v, want stream true, served_model the requested model, 0 attempts", e)
+	}
+	// In the first call each model's one failure opened its circuit
+	// before its retry.
+	if e := g.logEntries(t, "retry dropped", 2); len(e) != 2 || e[0]["reason"] != "circuit_open" || e[1]["model"] != "claude-haiku-4-5" {
+		t.Errorf("retry dropped lines %v, want one per model whose circuit opened before its retry", e)
+	}
+
+	chat := startGateway(t, "", mockprovider.Options{})
+	client := chat.openaiClient()
+	stream := client.Chat.Completions.NewStreaming(context.Background(), chatParams("gpt-4o-mini"))
+	for stream.Next() {
+		if c := stream.Current(); len(c.Choices) == 0 {
+			t.Errorf("the client got a usage chunk it did not ask for: %+v", c)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if e := chat.logEntries(t, "api_call_success", 1); len(e) != 1 || number(t, e[0], "input_tokens") == 0 || number(t, e[0], "output_tokens") == 0 {
+		t.Errorf("chat stream line %v, want its usage", e)
+	}
+}

@@ -110,3 +110,42 @@ func TestTransportFailureBecomesDialect502(t *testing.T) {
 	}
 	_ = anthropicoption.WithMaxRetries
 }
+
+// TestFallbackThatCannotTakeTheRequestIsPassedOver: a fallback model whose
+// output limit leaves no room for the request's thinking budget is passed
+// over. The client's request was valid and its failure the upstream's, so
+// it gets the upstream's error (or the next fallback's answer), never a
+// 400 of the gateway's.
+func TestFallbackThatCannotTakeTheRequestIsPassedOver(t *testing.T) {
+	body := `{"model":"claude-big","max_tokens":8000,"thinking":{"type":"enabled","budget_tokens":4000},"messages":[{"role":"user","content":"` + thePrompt + `"}]}`
+	for _, c := range []struct {
+		name, chain string
+		status      int
+		served      string
+	}{
+		{"no usable fallback", "fallback claude-big claude-tiny", 529, ""},
+		{"the next one serves", "fallback claude-big claude-tiny claude-roomy", 200, "claude-roomy"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := startGateway(t, directives("retries 0", c.chain, "model claude-tiny {\n\t\t\t\tmax_output 1000\n\t\t\t}"),
+				mockprovider.Options{FailModels: map[string]int{"claude-big": 529}})
+			resp, got := g.post(t, anthropicPath, body, nil)
+			if resp.StatusCode != c.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, c.status, got)
+			}
+			for _, call := range g.mock.Calls() {
+				if call.Model == "claude-tiny" {
+					t.Errorf("the fallback that cannot take the thinking budget was called")
+				}
+			}
+			if e := g.logEntries(t, "fallback passed over", 1); len(e) != 1 || e[0]["to"] != "claude-tiny" {
+				t.Errorf("fallback passed over lines %v, want one for claude-tiny", e)
+			}
+			if c.served != "" {
+				if e := g.logEntries(t, "api_call_success", 1); len(e) != 1 || e[0]["served_model"] != c.served {
+					t.Errorf("call lines %v, want one served by %s", e, c.served)
+				}
+			}
+		})
+	}
+}

@@ -69,8 +69,8 @@ func (messages) CapLowered(r *body.Request, maxTokens int64) *body.RequestError 
 	}
 	if maxTokens-1 < minThinkingBudget {
 		return &body.RequestError{Param: "thinking.budget_tokens", Message: fmt.Sprintf(
-			"this gateway limits max_tokens to %d for this request, but thinking.budget_tokens is %d, and a thinking budget must be below max_tokens and at least %d; "+
-				"turn thinking off, or ask the gateway's operator for a max_tokens limit above %d", maxTokens, budget, minThinkingBudget, minThinkingBudget)}
+			"max_tokens comes to %d for this request (this gateway's max_tokens ceiling or default, or the model's output limit), but thinking.budget_tokens is %d, and a thinking budget must be below max_tokens and at least %d; "+
+				"send max_tokens above the budget, turn thinking off, or ask the gateway's operator for a max_tokens limit above %d", maxTokens, budget, minThinkingBudget, minThinkingBudget)}
 	}
 	r.SetInt(body.FieldThinkingBudget, maxTokens-1)
 	return nil
@@ -290,6 +290,7 @@ var anthropicErrors = [numErrorKinds]struct {
 	Overloaded:          {statusOverloaded, "overloaded_error"},
 	UnsupportedEncoding: {http.StatusUnsupportedMediaType, "invalid_request_error"},
 	LimitsUnavailable:   {http.StatusServiceUnavailable, "api_error"},
+	Misplaced:           {http.StatusInternalServerError, "api_error"},
 }
 
 func (messages) ErrorStatus(k ErrorKind) int { return anthropicErrors[k].status }

@@ -158,8 +158,12 @@ var endpoints = [...]struct {
 
 // Detect returns the API of a request with the given path under this
 // provider setting. Under Auto, a path that matches no known endpoint is
-// Passthrough. A forced provider treats every path as its family, using the
-// path only to tell OpenAI endpoints apart.
+// Passthrough. A forced provider treats a path of its own shape (ending in
+// its family's endpoint) as that endpoint, and any path outside the
+// providers' `/v1/` layout as its API (a route that rewrites or renames
+// the API's path); the providers' other endpoints (count_tokens, batches,
+// files, models, images, audio…) pass through untouched under either
+// setting.
 //
 // The path is judged cleaned, as the upstream's router will see it: dot
 // segments removed and repeated slashes folded (RFC 3986, section 5.2.4),
@@ -174,6 +178,9 @@ func (p Provider) Detect(path string) API {
 		if strings.HasSuffix(path, e.suffix) && (p == Auto || p.family() == e.api.Family()) {
 			return e.api
 		}
+	}
+	if strings.Contains(path+"/", "/v1/") {
+		return Passthrough
 	}
 	switch p {
 	case ForceAnthropic:

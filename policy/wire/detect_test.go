@@ -30,6 +30,15 @@ func TestDetectCleansThePath(t *testing.T) {
 		{ForceOpenAI, "/openai/deployments/x/../chat/completions", ChatCompletions},
 		{ForceOpenAI, "/v1/./responses", Responses},
 		{ForceAnthropic, "/custom/path", Messages},
+		// A forced provider's other endpoints are not its generation API.
+		{ForceAnthropic, "/v1/messages/count_tokens", Passthrough},
+		{ForceAnthropic, "/v1/messages/batches", Passthrough},
+		{ForceAnthropic, "/v1/models", Passthrough},
+		{ForceOpenAI, "/v1/files", Passthrough},
+		{ForceOpenAI, "/v1/images/generations", Passthrough},
+		{ForceOpenAI, "/openai/v1/responses/resp_1/cancel", Passthrough},
+		{ForceOpenAI, "/v1", Passthrough},
+		{ForceOpenAI, "/v1/messages", Passthrough}, // the other family's endpoint
 	} {
 		if api := c.provider.Detect(c.path); api != c.api {
 			t.Errorf("%v.Detect(%q) = %s %s, want %s %s", c.provider, c.path, api.Family(), api.Name(), c.api.Family(), c.api.Name())

@@ -40,6 +40,9 @@ const (
 	// LimitsUnavailable is a request refused because the store of its
 	// fleet zones cannot be reached and they are set to deny meanwhile.
 	LimitsUnavailable
+	// Misplaced is a gateway that got no response from the handler after
+	// it: a configuration mistake the client cannot mend.
+	Misplaced
 	numErrorKinds
 )
 
@@ -56,6 +59,7 @@ var errorNames = [numErrorKinds]string{
 	Overloaded:          "overloaded_error",
 	UnsupportedEncoding: "unsupported_content_encoding",
 	LimitsUnavailable:   "limits_unavailable",
+	Misplaced:           "gateway_misconfigured",
 }
 
 // String names the kind for logs (the error_type field).

@@ -39,6 +39,7 @@ var openAIErrors = [numErrorKinds]struct {
 	Overloaded:          {http.StatusServiceUnavailable, "server_error", ""},
 	UnsupportedEncoding: {http.StatusUnsupportedMediaType, "invalid_request_error", "unsupported_content_encoding"},
 	LimitsUnavailable:   {http.StatusServiceUnavailable, "server_error", "service_unavailable"},
+	Misplaced:           {http.StatusInternalServerError, "server_error", ""},
 }
 
 func (openAI) ErrorStatus(k ErrorKind) int { return openAIErrors[k].status }

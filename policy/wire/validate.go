@@ -41,6 +41,9 @@ func checkModel(r *body.Request, required bool, exampleModel string) *body.Reque
 		return &body.RequestError{Param: "model", Message: "`model` must be a string naming the model, but it is " +
 			body.Describe(model) + "; for example " + exampleModel + "."}
 	}
+	if len(model) == 2 {
+		return &body.RequestError{Param: "model", Message: "`model` is empty: name the model to use, for example " + exampleModel + "."}
+	}
 	return nil
 }
 
