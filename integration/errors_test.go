@@ -115,7 +115,8 @@ func TestUpstreamShouldRetryOverridesStatus(t *testing.T) {
 
 func TestOpenAIQuotaIsNeverRetried(t *testing.T) {
 	// client_retries allow lets SDKs retry what the gateway gave up on;
-	// a spent quota is not that, so it still says no (reference §7.3).
+	// a spent quota is not that, so it still says no: every SDK would
+	// otherwise retry the 429 by its status alone.
 	for _, clientRetries := range []string{"deny", "allow"} {
 		t.Run(clientRetries, func(t *testing.T) {
 			g := startGateway(t, directives("retries 3", "backoff 1ms 2ms", "client_retries "+clientRetries), mockprovider.Options{})

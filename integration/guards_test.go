@@ -1,9 +1,9 @@
 package integration
 
-// End-to-end tests of the guards (SPEC "Guards"), the circuit breaker and the
-// retry budget (SPEC "Retries and fallback"), as issue 4 lists them: through
-// a real Caddy, with the official SDKs as clients wherever the request is
-// one an SDK would send, and raw HTTP for the malformed bodies no SDK sends.
+// End-to-end tests of the guards (output caps, context window, validation),
+// the circuit breaker and the retry budget: through a real Caddy, with the
+// official SDKs as clients wherever the request is one an SDK would send,
+// and raw HTTP for the malformed bodies no SDK sends.
 
 import (
 	"bytes"
@@ -166,7 +166,8 @@ func TestGuardMaxTokensReject(t *testing.T) {
 	ctx := context.Background()
 	ac := g.anthropicClient()
 
-	// Below the SDK's own non-streaming guard of 21,333 (reference §1.7).
+	// Below the SDK's own non-streaming guard of 21,333: above it
+	// anthropic-sdk-go (client.go) expects over 10 minutes and refuses to send.
 	params := haiku("claude-haiku-4-5")
 	params.MaxTokens = 5000
 	_, err := ac.Messages.New(ctx, params)
@@ -286,7 +287,8 @@ func TestGuardModelMaxOutputClamp(t *testing.T) {
 	}
 
 	// The built-in table: claude-haiku-4-5 takes at most 64K output. A
-	// non-streaming SDK call refuses 100000 itself (reference §1.7): stream.
+	// non-streaming SDK call refuses 100000 itself (a request that may take
+	// over 10 minutes must stream): stream.
 	g = startGateway(t, "", mockprovider.Options{})
 	ac, oc := g.anthropicClient(), g.openaiClient()
 	params = haiku("claude-haiku-4-5")
@@ -576,33 +578,34 @@ const (
 // edge only saves the round trip.
 var rejectedRequests = []validationCase{
 	// Not JSON: both APIs parse the body as JSON and answer 400
-	// invalid_request_error when they cannot (reference §1.4: 400
-	// invalid_request_error; §2.6: 400 invalid_request_error).
+	// invalid_request_error when they cannot
+	// (https://docs.anthropic.com/en/api/errors,
+	// https://platform.openai.com/docs/guides/error-codes).
 	{name: "anthropic not JSON", path: anthropicPath, body: `{"model":"claude-haiku-4-5","max_tokens":256,"messages":[{"role":"user","content":"Hi"}]`,
 		says: []string{"not valid JSON", `{"model":"claude-sonnet-4-5","max_tokens":1024`}},
 	{name: "openai not JSON", path: chatPath, body: `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"},]}`,
 		says: []string{"not valid JSON", "trailing comma"}},
-	// Missing model: `model` is required on Messages (reference §1.2:
-	// "Required: model (string), max_tokens (int), messages (array)") and
-	// on Chat Completions (§2.2: `model`, `messages`; openai-go v3
+	// Missing model: `model` is required on Messages (model, max_tokens
+	// and messages are required: https://docs.anthropic.com/en/api/messages)
+	// and on Chat Completions (`model`, `messages`; openai-go v3
 	// ChatCompletionNewParams.Model api:"required").
 	{name: "anthropic missing model", path: anthropicPath, body: `{"max_tokens":256,"messages":[{"role":"user","content":"Hi"}]}`,
 		param: "model", says: []string{"Missing required field `model`", `"model":"claude-sonnet-4-5"`}},
 	{name: "openai missing model", path: chatPath, body: `{"messages":[{"role":"user","content":"Hi"}]}`,
 		param: "model", says: []string{"Missing required field `model`", `"model":"gpt-4o-mini"`}},
-	// Messages not an array: reference §1.2 "messages (array)", §2.2
+	// Messages not an array: Messages takes "messages (array)", Chat
 	// `messages` (openai-go v3 Messages []ChatCompletionMessageParamUnion).
 	{name: "anthropic messages not an array", path: anthropicPath, body: `{"model":"claude-haiku-4-5","max_tokens":256,"messages":{"role":"user","content":"Hi"}}`,
 		param: "messages", says: []string{"must be an array", `"messages":[{"role":"user","content":"Hello"}]`}},
 	{name: "openai messages not an array", path: chatPath, body: `{"model":"gpt-4o-mini","messages":"Hi"}`,
 		param: "messages", says: []string{"must be an array", `"messages":[{"role":"user","content":"Hello"}]`}},
-	// Anthropic without max_tokens: reference §1.2 lists max_tokens among
+	// Anthropic without max_tokens: the Messages API lists max_tokens among
 	// the required fields (the API answers "max_tokens: Field required").
 	{name: "anthropic missing max_tokens", path: anthropicPath, body: `{"model":"claude-haiku-4-5","messages":[{"role":"user","content":"Hi"}]}`,
 		param: "max_tokens", says: []string{"Missing required field `max_tokens`", `"max_tokens":1024`}},
-	// A content block without type: reference §1.2 "content is a string
-	// ... or an array of blocks" of the listed block types, each tagged by
-	// type; §2.2 "content is a string or parts", each part tagged by type.
+	// A content block without type: Messages content is a string or an
+	// array of blocks of the listed block types, each tagged by type; Chat
+	// content is a string or parts, each part tagged by type.
 	{name: "anthropic block without type", path: anthropicPath, body: `{"model":"claude-haiku-4-5","max_tokens":256,"messages":[{"role":"user","content":[{"text":"Hi"}]}]}`,
 		param: "messages.0.content.0.type", says: []string{`messages.0.content.0 has no "type"`, `{"type":"text","text":"Hello"}`}},
 	{name: "openai part without type", path: chatPath, body: `{"model":"gpt-4o-mini","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"text":"Hi"}]}]}`,
@@ -612,14 +615,15 @@ var rejectedRequests = []validationCase{
 // The twins: near misses the provider accepts, which must pass.
 var acceptedRequests = []validationCase{
 	// Unknown top-level fields: both APIs add fields all the time
-	// (reference §1.2 "Newer fields: output_config, container, ..."; §7).
+	// (Messages gained output_config, container, inference_geo, ... lately).
 	{name: "anthropic unknown field", path: anthropicPath, body: `{"model":"claude-haiku-4-5","max_tokens":256,"future_field":{"x":[1,2]},"messages":[{"role":"user","content":"Hi"}]}`},
 	{name: "openai unknown field", path: chatPath, body: `{"model":"gpt-4o-mini","future_field":true,"messages":[{"role":"user","content":"Hi"}]}`},
 	// role "system" in messages: new in the 2026-10-21 API types
-	// (reference §1.2 SystemMessageParam).
+	// (SystemMessageParam in the Anthropic SDKs).
 	{name: "anthropic system role", path: anthropicPath, header: map[string]string{"anthropic-version": "2026-10-21"},
 		body: `{"model":"claude-haiku-4-5","max_tokens":256,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]}`},
-	// Consecutive same-role turns are combined by the API (reference §1.2).
+	// Consecutive same-role turns are combined by the API into one turn
+	// (https://docs.anthropic.com/en/api/messages).
 	{name: "anthropic consecutive user turns", path: anthropicPath,
 		body: `{"model":"claude-haiku-4-5","max_tokens":256,"messages":[{"role":"user","content":"Hi"},{"role":"user","content":[{"type":"text","text":"Again"}]}]}`},
 	{name: "openai consecutive user turns", path: chatPath, body: `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"},{"role":"user","content":"Again"}]}`},

@@ -1,10 +1,9 @@
 package integration
 
-// End-to-end tests of the rate-limit zones and upstream pacing (SPEC
-// "Limits", issue 3's test list): through a real Caddy with the mock
-// provider upstream and the official SDKs, their own retries off, as
-// clients. Every test names its zones uniquely: zones live in a
-// process-wide pool, shared by name and settings.
+// End-to-end tests of the rate-limit zones and upstream pacing: through a
+// real Caddy with the mock provider upstream and the official SDKs, their
+// own retries off, as clients. Every test names its zones uniquely: zones
+// live in a process-wide pool, shared by name and settings.
 
 import (
 	"context"
@@ -808,8 +807,8 @@ func TestLimitLogHasZoneAndKeyHash(t *testing.T) {
 }
 
 // TestLimitCountsPassthroughRequests: requests the gateway does not handle
-// (here GET /v1/models) still count against a zone's rpm (SPEC "Dialects":
-// "except that limits still count requests"), and nothing else is done to
+// (here GET /v1/models) still count against a zone's rpm, since they load
+// the same upstream as any other request, and nothing else is done to
 // them.
 func TestLimitCountsPassthroughRequests(t *testing.T) {
 	g := startGateway(t, directives("limit passthrough-zone {", "rpm 2", "}"), mockprovider.Options{})

@@ -10,7 +10,7 @@ import (
 // TestDefaultGuardsPassWhatProvidersAccept sends valid requests that are
 // unusual in form through the default configuration (validate on): each
 // must reach the upstream. A gateway stricter than its provider breaks
-// clients (SPEC "validate": never reject what the provider accepts).
+// clients: `validate` must never reject what the provider accepts.
 func TestDefaultGuardsPassWhatProvidersAccept(t *testing.T) {
 	g := startGateway(t, directives("backoff 1ms 2ms"), mockprovider.Options{})
 	for _, c := range []struct{ name, path, body string }{

@@ -3,8 +3,8 @@ package policy
 import "time"
 
 // Backoff is exponential backoff with full jitter, the `backoff <base> [<max>]`
-// setting (SPEC "Retries and fallback"; default 500ms 8s, the same base and cap
-// the official SDKs use, provider-semantics.md §3.1).
+// setting (default 500ms 8s, the same base and cap the official SDKs use: see
+// retryDelay in anthropic-sdk-go internal/requestconfig/requestconfig.go).
 //
 // Full jitter (a uniform wait anywhere below the ceiling) rather than the SDKs'
 // "minus up to 25 %" is deliberate: the gateway retries on behalf of many

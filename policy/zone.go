@@ -18,10 +18,10 @@ import (
 // zone_test.go).
 const DefaultMaxKeys = 100_000
 
-// ZoneConfig is one `limit <zone> { key; rpm; tpm; wait }` block (SPEC
-// "Limits") as the store needs it. The key placeholder itself stays with the
-// caller: it resolves it per request and passes the value in a Demand, ""
-// for a zone without a key, which then has one bucket pair for everyone.
+// ZoneConfig is one `limit <zone> { key; rpm; tpm; wait }` block as the
+// store needs it. The key placeholder itself stays with the caller: it
+// resolves it per request and passes the value in a Demand, "" for a zone
+// without a key, which then has one bucket pair for everyone.
 type ZoneConfig struct {
 	// Name is the zone's name; handlers naming the same zone share it.
 	Name string
@@ -222,11 +222,12 @@ const (
 // new key always gets a slot, evicting under the same lock if the shard is
 // full. This is what ristretto cannot promise: its Set may be dropped, and a
 // key whose limiter was never stored gets a fresh full bucket on every request
-// (caddy-modules.md §0.10, §8.2). Here a key loses its state only by eviction,
-// and eviction is lossless first: a bucket pair that has refilled completely
-// equals a new one, so a full shard first drops every such pair. Only when
-// none has refilled, that is when the whole shard was active within about a
-// minute, does it drop the pair closest to full. An evicted key that comes
+// (Set is buffered and subject to TinyLFU admission: see Cache.Set in
+// github.com/dgraph-io/ristretto/v2). Here a key loses its state only by
+// eviction, and eviction is lossless first: a bucket pair that has refilled
+// completely equals a new one, so a full shard first drops every such pair.
+// Only when none has refilled, that is when the whole shard was active within
+// about a minute, does it drop the pair closest to full. An evicted key that comes
 // back starts full; that is the only way a key can gain capacity, and the
 // gain is bounded by the rule above: at most the smallest deficit in the
 // shard, taken only when every other key there is still refilling. Least

@@ -213,9 +213,10 @@ func TestZoneEvictsClosestToFull(t *testing.T) {
 	}
 }
 
-// TestZoneNoFreshBucketsUnderChurn is the ristretto failure mode turned into
-// a test (caddy-modules.md §0.10): however many new keys arrive, a key in
-// debt is never handed a fresh bucket while others are closer to full.
+// TestZoneNoFreshBucketsUnderChurn is the ristretto failure mode (a dropped
+// Set hands the key a fresh bucket) turned into a test: however many new
+// keys arrive, a key in debt is never handed a fresh bucket while others are
+// closer to full.
 func TestZoneNoFreshBucketsUnderChurn(t *testing.T) {
 	t0 := time.Now()
 	_, s := newTestZone(t, ZoneConfig{RPM: 10, MaxKeys: 64})

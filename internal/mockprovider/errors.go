@@ -16,7 +16,8 @@ type apiError struct {
 }
 
 // errorFor returns the error a real provider gives for the status
-// (reference: provider-semantics.md §1.4 and §2.6). quota selects OpenAI's
+// (https://docs.anthropic.com/en/api/errors,
+// https://platform.openai.com/docs/guides/error-codes). quota selects OpenAI's
 // insufficient_quota flavour of 429.
 func errorFor(status int, quota bool) apiError {
 	switch {

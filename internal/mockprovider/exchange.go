@@ -169,7 +169,8 @@ const (
 )
 
 // setRateLimitHeaders sets the request id and the dialect's rate-limit
-// headers (reference: provider-semantics.md §1.5, §2.7).
+// headers (https://docs.anthropic.com/en/api/rate-limits#response-headers,
+// https://platform.openai.com/docs/guides/rate-limits).
 func (ex *exchange) setRateLimitHeaders(h http.Header) {
 	reqs := requestsLimit - 1
 	toks := max(tokensLimit-ex.inputTokens, 0)

@@ -9,7 +9,8 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-// The success wire shapes (reference: provider-semantics.md §1.3, §2.3, §2.5).
+// The success wire shapes (https://docs.anthropic.com/en/api/messages;
+// openai-go v3 ChatCompletion and responses.Response).
 // Streams reuse them for their snapshots, so each shape is written once.
 
 // anthropicMessage is an Anthropic Messages response, and the message of a

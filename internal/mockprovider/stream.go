@@ -31,8 +31,10 @@ func (ex *exchange) streamer() streamer {
 	}
 }
 
-// Anthropic stream events (reference: provider-semantics.md §1.6). Every
-// event has an `event:` line equal to its type.
+// Anthropic stream events
+// (https://docs.anthropic.com/en/docs/build-with-claude/streaming). Every
+// event has an `event:` line equal to its type: anthropic-sdk-go's decoder
+// drops events without one.
 
 // anthropicStart is message_start.
 type anthropicStart struct {
@@ -101,7 +103,7 @@ func (a anthropicStream) close(s *sse, deltas int) error {
 // openAIStream is a Chat Completions or legacy Completions stream: data-only
 // chunks, a chunk with the finish reason, the usage chunk (empty choices)
 // when the request set stream_options.include_usage, then `data: [DONE]`
-// (reference: provider-semantics.md §2.4).
+// (https://platform.openai.com/docs/guides/streaming-responses?api-mode=chat).
 type openAIStream[C any] struct {
 	ex           *exchange
 	idPrefix     string
@@ -136,7 +138,8 @@ func (o openAIStream[C]) close(s *sse, deltas int) error {
 	return s.done()
 }
 
-// Responses API stream events (reference: provider-semantics.md §2.5). Every
+// Responses API stream events
+// (https://platform.openai.com/docs/guides/streaming-responses). Every
 // event has an `event:` line equal to its type and a sequence number.
 
 // responseLifecycleEvent is response.created, response.in_progress or

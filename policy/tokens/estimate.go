@@ -9,17 +9,18 @@ import (
 //
 // The gateway must know roughly how many tokens a request holds before any
 // upstream call: the `tpm` limits reserve input + output cap at admission,
-// and the context guard compares the same sum with the model's window
-// (SPEC "Guards", "Limits"). An exact count needs the provider's tokenizer,
-// which for Claude is not public and for OpenAI costs about 1 ms per KB in
-// Go (reference: provider-semantics.md §5), so the gateway estimates from
-// character classes instead, in one pass over the bytes.
+// and the context guard compares the same sum with the model's window. An
+// exact count needs the provider's tokenizer, which for Claude is not public
+// and for OpenAI costs about 1 ms per KB in Go (o200k with
+// github.com/tiktoken-go/tokenizer, measured on a 2-core machine), so the
+// gateway estimates from character classes instead, in one pass over the
+// bytes.
 //
 // The model. BPE tokenizers first cut text into pre-tokens (a word with its
 // leading space, a run of up to three digits, a run of punctuation, a run of
 // newlines) and then merge bytes inside each pre-token. A count of bytes
 // alone cannot see those cuts — English prose runs at about 5.3 characters
-// per o200k token, Go code at 3.4 and JSON at 3.2 (reference §5, measured) —
+// per o200k token, Go code at 3.4 and JSON at 3.2 (measured with tiktoken-go) —
 // but the transition between the classes of two neighbouring bytes can: a
 // letter after a space opens a word, an upper-case letter after a lower-case
 // one opens a new sub-word (camelCase), a quote after a letter opens a
@@ -36,10 +37,10 @@ import (
 // checks the result against the real tokenizer. Claude's tokenizer is not
 // public; it is said to produce more tokens than o200k for the same text
 // (about 3.5 characters per token for English, and Opus 4.7 and later up to
-// 35 % more again, reference §5), so for Anthropic models the estimate is a
-// floor rather than a ceiling: an undercount there costs at most one
-// upstream call that the provider rejects, and the rate limiter settles to
-// the real usage afterwards.
+// 35 % more again, by third-party counts), so for Anthropic models the
+// estimate is a floor rather than a ceiling: an undercount there costs at
+// most one upstream call that the provider rejects, and the rate limiter
+// settles to the real usage afterwards.
 
 // estimateMargin scales every fitted weight. The fit alone is unbiased: half
 // of all texts would undercount. With 7 % the worst paragraph of every
@@ -229,8 +230,8 @@ func transitionWeight(prev, cur charClass) float64 {
 // runeWeight is the fitted cost of one non-ASCII rune by the class of its
 // lead byte, from clsLatin to clsAstral. o200k gives Chinese and Japanese
 // about 0.7–0.85 tokens per character depending on how common the
-// characters are (reference §5: 1.49 characters per token on its sample,
-// 1.2 on testdata/estimate), traditional Chinese a little more; Greek
+// characters are (1.49 characters per token on one measured Chinese
+// sample, 1.2 on testdata/estimate), traditional Chinese a little more; Greek
 // splits into more tokens than Cyrillic. Classes with little or no fitting
 // data (clsSymbol, clsOther3, clsAstral) use round, deliberately high
 // guesses.

@@ -10,7 +10,7 @@ import (
 )
 
 // chat is the OpenAI Chat Completions API, POST /v1/chat/completions
-// (https://platform.openai.com/docs/api-reference/chat).
+// (https://platform.openai.com/docs/guides/text).
 type chat struct{ openAI }
 
 func (chat) Name() string      { return "chat_completions" }
@@ -43,7 +43,7 @@ func (chat) CapLowered(*body.Request, int64) *body.RequestError { return nil }
 
 // WantsStreamUsage: a chat stream reports usage only in a final chunk that
 // `stream_options.include_usage` asks for
-// (https://platform.openai.com/docs/api-reference/chat/create#chat-create-stream_options).
+// (IncludeUsage in openai-go v3 ChatCompletionStreamOptionsParam).
 func (chat) WantsStreamUsage() bool { return true }
 
 // InputTokens counts the conversation and the tool, function and response
@@ -126,7 +126,7 @@ func (chat) StreamPaths() *jsonread.Paths { return chatStreamPaths }
 func (chat) ReadsData([]byte) bool { return true }
 
 // Observe follows the Chat Completions (and legacy Completions) stream
-// (https://platform.openai.com/docs/api-reference/chat-streaming): data-only
+// (https://platform.openai.com/docs/guides/streaming-responses?api-mode=chat): data-only
 // chunks, the finish reason in the last choice chunk, usage in a final chunk
 // with empty choices when include_usage is set, `data: [DONE]` at the end,
 // and a chunk with an `error` object for an error.

@@ -6,7 +6,7 @@ import (
 )
 
 // completions is the legacy OpenAI Completions API, POST /v1/completions
-// (https://platform.openai.com/docs/api-reference/completions). Its
+// (openai-go v3 CompletionNewParams and Completion). Its
 // responses and streams report usage, finish reasons and ends the way Chat
 // Completions does, so it shares chat's reading of them.
 type completions struct{ chat }
@@ -43,7 +43,7 @@ func (completions) TurnKind([]byte) TurnKind         { return TurnModel }
 func (completions) UsageOnlyEvent(*StreamEvent) bool { return false }
 
 // embeddings is the OpenAI Embeddings API, POST /v1/embeddings
-// (https://platform.openai.com/docs/api-reference/embeddings): no output,
+// (https://platform.openai.com/docs/guides/embeddings): no output,
 // no stream; its usage reads like chat's (prompt_tokens).
 type embeddings struct{ completions }
 

@@ -10,7 +10,7 @@ import (
 )
 
 // responses is the OpenAI Responses API, POST /v1/responses
-// (https://platform.openai.com/docs/api-reference/responses).
+// (https://platform.openai.com/docs/guides/text?api-mode=responses).
 type responses struct{ openAI }
 
 func (responses) Name() string      { return "responses" }
@@ -154,7 +154,7 @@ func (responses) ReadsData(name []byte) bool {
 }
 
 // Observe follows the Responses stream
-// (https://platform.openai.com/docs/api-reference/responses-streaming):
+// (https://platform.openai.com/docs/guides/streaming-responses):
 // typed events, no [DONE]; response.completed, response.incomplete or
 // response.failed ends it with the final response and its usage, and an
 // `error` event reports an error.
