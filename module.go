@@ -26,7 +26,7 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// Defaults, as written in the product contract (SPEC.md).
+// Defaults.
 const (
 	defaultMaxBody     = 16_000_000  // "16MB", read the way Caddy reads sizes
 	defaultMaxBuffered = 512_000_000 // "512MB"

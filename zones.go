@@ -15,7 +15,7 @@ import (
 // zones holds the rate-limit zones of every loaded config, by name and
 // settings. Caddy provisions a new config before it cleans up the old one,
 // so a reload that keeps a zone's settings finds the zone still here and
-// keeps its buckets (caddy-modules.md §1.2, the caddy-ratelimit pattern);
+// keeps its buckets (a caddy.UsagePool, as mholt/caddy-ratelimit keeps its zones);
 // changed settings make a fresh zone.
 var zones = caddy.NewUsagePool()
 

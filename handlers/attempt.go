@@ -50,8 +50,8 @@ func (c *call) endAttempt(cancel context.CancelFunc) {
 }
 
 // upstreamRequest returns the request for one attempt, with a fresh reader
-// over the payload: reverse_proxy reads the body once per call
-// (caddy-modules.md §0.5).
+// over the payload: reverse_proxy reads the body once per call (it replays a
+// body across its own retries only with request_buffers).
 func (c *call) upstreamRequest(ctx context.Context) *http.Request {
 	// reverse_proxy writes into the request's vars on every call, and the
 	// transport may still be dialing for an earlier attempt, reading them:

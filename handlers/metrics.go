@@ -9,7 +9,8 @@ import (
 
 // The collectors are created once for the process and registered in every
 // config load's registry by the module: Caddy makes a new registry per load
-// (caddy-modules.md §0.8), and two handlers must not register twice.
+// (caddy.NewContext makes a fresh prometheus registry), and two handlers
+// must not register twice.
 var (
 	requestsTotal = counter("requests_total",
 		"LLM API requests handled, by dialect, requested model and the status the client received.",
