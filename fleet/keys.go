@@ -34,15 +34,15 @@ func newKeys(prefix string) keys {
 	return keys{tag: "{" + prefix + "}:"}
 }
 
-// zone names the buckets of zone for one key value.
-func (k keys) zone(zone, key string) string {
+// zone names the buckets of zone for the key value whose HashKey is hash.
+func (k keys) zone(zone, hash string) string {
 	var b strings.Builder
-	b.Grow(len(k.tag) + len("zone:") + len(zone) + 1 + keyHashLen)
+	b.Grow(len(k.tag) + len("zone:") + len(zone) + 1 + len(hash))
 	b.WriteString(k.tag)
 	b.WriteString("zone:")
 	b.WriteString(zone)
 	b.WriteByte(':')
-	b.WriteString(HashKey(key))
+	b.WriteString(hash)
 	return b.String()
 }
 

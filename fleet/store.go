@@ -278,10 +278,36 @@ func (s *Store) Reserve(cs []policy.Charge, debts []policy.Debt) (time.Duration,
 // reserve is Reserve that also returns the store's clock at the decision.
 func (s *Store) reserve(cs []policy.Charge, debts []policy.Debt) (time.Duration, int, time.Time, error) {
 	keys := make([]string, len(cs))
+	for i, c := range cs {
+		keys[i] = s.keys.zone(c.Zone, HashKey(c.Key))
+	}
+	return s.admit(keys, cs, debts)
+}
+
+// KeyName implements policy.SharedStore: a key value's hash.
+func (s *Store) KeyName(key string) string { return HashKey(key) }
+
+// Peek implements policy.SharedStore: one call of the admission script that
+// only reads.
+func (s *Store) Peek(zone string, names []string, debts []policy.Debt) error {
+	if len(names) == 0 {
+		return nil
+	}
+	keys := make([]string, len(names))
+	cs := make([]policy.Charge, len(names))
+	for i, name := range names {
+		keys[i] = s.keys.zone(zone, name)
+		cs[i] = policy.Charge{Requests: policy.Unlimited, Tokens: policy.Unlimited}
+	}
+	_, _, _, err := s.admit(keys, cs, debts)
+	return err
+}
+
+// admit runs the admission script for cs on the zone keys named.
+func (s *Store) admit(keys []string, cs []policy.Charge, debts []policy.Debt) (time.Duration, int, time.Time, error) {
 	args := make([]any, 2, 2+3*len(cs))
 	args[0], args[1] = policy.LimitPeriod, policy.MaxDebt
-	for i, c := range cs {
-		keys[i] = s.keys.zone(c.Zone, c.Key)
+	for _, c := range cs {
 		args = append(args, c.Requests, c.Tokens, int64(c.Bound))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
@@ -335,7 +361,7 @@ func (s *Store) Adjust(cs []policy.Charge) {
 		if c.Requests == 0 && c.Tokens == 0 {
 			continue
 		}
-		key := s.keys.zone(c.Zone, c.Key)
+		key := s.keys.zone(c.Zone, HashKey(c.Key))
 		if s.down.Load() {
 			s.record(key, c.Requests, c.Tokens, now)
 			continue
