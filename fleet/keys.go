@@ -18,6 +18,9 @@ import (
 //
 //	{<prefix>}:zone:<zone>:<key hash>   a zone's two buckets for one key value
 //	{<prefix>}:instances                the live instances and their last heartbeats
+//	{<prefix>}:circuits                 every model's circuit breaker, a field per model
+//	{<prefix>}:pacing                   the pacing holds, "<credential hash> <model>"
+//	{<prefix>}:events                   (a pub/sub channel) circuit transitions and holds
 //
 // A key value (often an API key, a user or a team) never appears in the
 // store: the key names its hash, the first 128 bits of SHA-256 in hex.
@@ -49,6 +52,23 @@ func (k keys) zone(zone, hash string) string {
 // instances names the sorted set of live instances.
 func (k keys) instances() string {
 	return k.tag + "instances"
+}
+
+// circuits names the hash of the fleet's circuits, one field per model.
+func (k keys) circuits() string {
+	return k.tag + "circuits"
+}
+
+// pacing names the sorted set of the fleet's pacing holds.
+func (k keys) pacing() string {
+	return k.tag + "pacing"
+}
+
+// events names the pub/sub channel of circuit transitions and pacing
+// holds. A channel is no key and has no slot; it carries the prefix so
+// that fleets sharing a store do not hear each other.
+func (k keys) events() string {
+	return k.tag + "events"
 }
 
 // HashKey is how a zone key value is named in the store: the first 128

@@ -1,10 +1,13 @@
 // Package fleet keeps the state that a fleet of Caddy instances shares in
-// Redis or Valkey: the buckets of every fleet-scope rate-limit zone, and the
-// instances that are alive. Its Store implements policy.SharedStore: one
-// atomic script per admitted request decides all of the request's fleet
-// zones on the store's clock, settlements travel in batches off the request
-// path, and when the store cannot be reached each instance limits alone
-// with its share and hands back what it admitted once the store returns.
+// Redis or Valkey: the buckets of every fleet-scope rate-limit zone, each
+// model's circuit breaker, the pacing holds, and the instances that are
+// alive. Its Store implements policy.SharedStore: one atomic script per
+// admitted request decides all of the request's fleet zones on the store's
+// clock, settlements travel in batches off the request path, and when the
+// store cannot be reached each instance limits alone with its share and
+// hands back what it admitted once the store returns. It implements
+// policy.CircuitStore and policy.HoldStore too: circuits and holds are
+// read from each instance's memory, which the store keeps up to date.
 package fleet
 
 import (
@@ -96,7 +99,10 @@ type Store struct {
 	downSince atomic.Int64 // Unix ns of the last transition to down
 	backSince atomic.Int64 // Unix ns of the first success since, 0 before it
 
+	resync atomic.Bool // the store has returned: push what was decided alone
+
 	mu      sync.Mutex
+	shared  shared
 	pending map[string]*[2]int64 // zone key → netted spans waiting for the next flush
 	ledger  map[string]*[2]int64 // zone key → full instants (on epoch) of this instance's traffic during an outage
 	closed  bool
@@ -134,6 +140,8 @@ func New(cfg Config) (*Store, error) {
 		ledger:   make(map[string]*[2]int64),
 		wake:     make(chan struct{}, 1),
 	}
+	s.shared.reports = make(map[reportKey]*tally)
+	s.shared.held = make(map[policy.HoldKey]int64)
 	if s.logger == nil {
 		s.logger = zap.NewNop()
 	}
@@ -143,9 +151,10 @@ func New(cfg Config) (*Store, error) {
 	storeHealthy.Set(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.done.Add(2)
+	s.done.Add(3)
 	go s.heartbeats(ctx)
 	go s.settlements(ctx)
+	go s.listen(ctx)
 	return s, nil
 }
 
@@ -460,10 +469,17 @@ func (s *Store) settlements(ctx context.Context) {
 	}
 }
 
-// flush sends every pending charge, maxBatch keys per call. A batch the
-// store does not take goes to the ledger, to be handed back when the store
+// flush sends every pending charge, maxBatch keys per call, then the
+// pending circuit outcomes and pacing holds. A batch of charges the store
+// does not take goes to the ledger, to be handed back when the store
 // returns.
 func (s *Store) flush() {
+	s.flushCharges()
+	s.flushShared()
+}
+
+// flushCharges sends the pending charges.
+func (s *Store) flushCharges() {
 	s.mu.Lock()
 	batch := s.pending
 	if len(batch) == 0 {
@@ -520,8 +536,9 @@ func (s *Store) runAdjust(keys []string, args []any) (time.Time, error) {
 }
 
 // heartbeats tells the store this instance is alive and learns how many
-// are, every heartbeatEvery, and probes the store every probeEvery while
-// it is unreachable.
+// are, every heartbeatEvery, then reads the fleet's circuits and holds
+// (see shared.go), and probes the store every probeEvery
+// while it is unreachable.
 func (s *Store) heartbeats(ctx context.Context) {
 	defer s.done.Done()
 	timer := time.NewTimer(0)
@@ -535,9 +552,10 @@ func (s *Store) heartbeats(ctx context.Context) {
 		s.beat(ctx)
 		if s.down.Load() {
 			timer.Reset(probeEvery)
-		} else {
-			timer.Reset(heartbeatEvery)
+			continue
 		}
+		s.sync(s.resync.Swap(false))
+		timer.Reset(heartbeatEvery)
 	}
 }
 
@@ -609,6 +627,7 @@ func (s *Store) succeeded() {
 		return
 	}
 	s.backSince.Store(0)
+	s.resync.Store(true)
 	storeHealthy.Set(1)
 	s.logger.Warn("fleet store restored",
 		zap.Int64("outage_ms", time.Since(time.Unix(0, s.downSince.Load())).Milliseconds()))
@@ -639,5 +658,9 @@ func (l *redisLog) Printf(_ context.Context, format string, v ...any) {
 	}
 }
 
-// Interface guard
-var _ policy.SharedStore = (*Store)(nil)
+// Interface guards
+var (
+	_ policy.SharedStore  = (*Store)(nil)
+	_ policy.CircuitStore = (*Store)(nil)
+	_ policy.HoldStore    = (*Store)(nil)
+)
