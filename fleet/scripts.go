@@ -275,9 +275,9 @@ local function gen(c)
 	end
 	return c.g
 end
-local function enter(c, state, until)
+local function enter(c, state, till)
 	c.g = math.max(c.g + 1, now_us)
-	c.s, c.u, c.p, c.h, c.absent = state, until, 0, '-', false
+	c.s, c.u, c.p, c.h, c.absent = state, till, 0, '-', false
 	if state ~= HALF then
 		c.c = 0
 	end

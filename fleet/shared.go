@@ -163,19 +163,20 @@ func (s *Store) ShareHold(k policy.HoldKey, until int64) {
 // call carried is lost: the breakers decide alone while the store is down,
 // and the holds are sent again when it returns.
 func (s *Store) flushShared() {
+	var reports map[reportKey]*tally
+	var held map[policy.HoldKey]int64
 	s.mu.Lock()
-	reports, held := s.shared.reports, s.shared.held
-	if len(reports) > 0 {
-		s.shared.reports = make(map[reportKey]*tally)
+	if len(s.shared.reports) > 0 {
+		reports, s.shared.reports = s.shared.reports, make(map[reportKey]*tally)
 	}
-	if len(held) > 0 {
-		s.shared.held = make(map[policy.HoldKey]int64)
+	if len(s.shared.held) > 0 {
+		held, s.shared.held = s.shared.held, make(map[policy.HoldKey]int64)
 	}
 	s.mu.Unlock()
-	if len(reports) > 0 {
+	if reports != nil {
 		s.sendReports(reports)
 	}
-	if len(held) > 0 {
+	if held != nil {
 		s.sendHolds(held)
 	}
 }
