@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -171,12 +172,23 @@ func storePoolKey(c fleet.Config) string {
 	return fmt.Sprintf("%q\x00%x\x00%s\x00%s\x00%s\x00%t", c.URLs, sha256.Sum256([]byte(c.Password)), c.Prefix, c.Timeout, c.OnUnavailable, c.Cluster)
 }
 
+// activeApp is the app of the running config, whose store the admin API
+// reports; nil when the running config has none.
+var activeApp atomic.Pointer[App]
+
 // Start implements caddy.App. The store runs from Provision: it is shared
-// with any config that keeps its settings, so it outlives this app.
-func (a *App) Start() error { return nil }
+// with any config that keeps its settings, so it outlives this app. Caddy
+// starts a new config's apps before it stops the old one's.
+func (a *App) Start() error {
+	activeApp.Store(a)
+	return nil
+}
 
 // Stop implements caddy.App; Cleanup lets go of the store.
-func (a *App) Stop() error { return nil }
+func (a *App) Stop() error {
+	activeApp.CompareAndSwap(a, nil)
+	return nil
+}
 
 // Cleanup gives the store back to the pool, which closes it when no loaded
 // config uses it any more.

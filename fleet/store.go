@@ -87,6 +87,7 @@ type Config struct {
 type Store struct {
 	client   redis.UniversalClient
 	keys     keys
+	cluster  bool
 	timeout  time.Duration
 	fallback policy.Fallback
 	id       string // this instance in the heartbeat set
@@ -131,6 +132,7 @@ func New(cfg Config) (*Store, error) {
 	s := &Store{
 		client:   client,
 		keys:     newKeys(cfg.Prefix),
+		cluster:  cfg.Cluster,
 		timeout:  cfg.Timeout,
 		fallback: cfg.OnUnavailable,
 		id:       hex.EncodeToString(id),
@@ -277,6 +279,45 @@ func (s *Store) Health() policy.StoreHealth {
 		Instances:     int(s.instances.Load()),
 	}
 }
+
+// Kind names the store's deployment: "redis" for a standalone Redis or
+// Valkey, "redis_cluster" for a cluster.
+func (s *Store) Kind() string {
+	if s.cluster {
+		return "redis_cluster"
+	}
+	return "redis"
+}
+
+// Instance is one live member of the fleet, as its heartbeats show it.
+type Instance struct {
+	// ID is the instance's random name in the store, new at every start.
+	ID string
+	// LastSeen is its last heartbeat, on the store's clock.
+	LastSeen time.Time
+	// Self is true for the instance that asked.
+	Self bool
+}
+
+// Instances reads the live instances from the store, the most recently
+// seen first, at most limit of them.
+func (s *Store) Instances(ctx context.Context, limit int) ([]Instance, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	zs, err := s.client.ZRevRangeWithScores(ctx, s.keys.instances(), 0, int64(limit)-1).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Instance, 0, len(zs))
+	for _, z := range zs {
+		id, _ := z.Member.(string)
+		out = append(out, Instance{ID: id, LastSeen: time.UnixMilli(int64(z.Score)), Self: id == s.id})
+	}
+	return out, nil
+}
+
+// ID returns this instance's name in the store.
+func (s *Store) ID() string { return s.id }
 
 // Reserve implements policy.SharedStore: one call of the admission script.
 func (s *Store) Reserve(cs []policy.Charge, debts []policy.Debt) (time.Duration, int, error) {

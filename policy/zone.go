@@ -124,6 +124,9 @@ func (cfg ZoneConfig) check() (ZoneConfig, error) {
 	return cfg, nil
 }
 
+// Shared reports whether the zone's buckets live in a fleet's store.
+func (z *Zone) Shared() bool { return z.shared != nil }
+
 // LabelKeys has the zone remember the keys it sees lately, for Keys, named
 // by label (KeyHash, say), which must not reveal a key. It is set once,
 // before the zone is used.
