@@ -20,6 +20,7 @@ import (
 //	{<prefix>}:instances                the live instances and their last heartbeats
 //	{<prefix>}:circuits                 every model's circuit breaker, a field per model
 //	{<prefix>}:pacing                   the pacing holds, "<credential hash> <model>"
+//	{<prefix>}:key_fingerprint          which key the instances hash credentials with
 //	{<prefix>}:events                   (a pub/sub channel) circuit transitions and holds
 //
 // A key value (often an API key, a user or a team) never appears in the
@@ -62,6 +63,11 @@ func (k keys) circuits() string {
 // pacing names the sorted set of the fleet's pacing holds.
 func (k keys) pacing() string {
 	return k.tag + "pacing"
+}
+
+// fingerprint names the fingerprint of the key the fleet hashes keys with.
+func (k keys) fingerprint() string {
+	return k.tag + "key_fingerprint"
 }
 
 // events names the pub/sub channel of circuit transitions and pacing

@@ -167,14 +167,19 @@ return {ts, tn / 1000}
 
 // heartbeatScript records that an instance is alive and counts the live
 // ones: an instance is live from its first heartbeat until none has come
-// for the window, on the store's clock.
+// for the window, on the store's clock. It also keeps the fingerprint of
+// the key the fleet's instances hash keys with, as the first to beat set
+// it, so that each can tell whether it hashes alike.
 //
 //	KEYS[1]   the instances key, a sorted set of ids scored by the time of
 //	          their last heartbeat, ms
+//	KEYS[2]   the fingerprint key
 //	ARGV[1]   this instance's id
 //	ARGV[2]   the window, ms
+//	ARGV[3]   this instance's fingerprint, "" for none
 //
-// It returns the number of live instances, this one included.
+// It returns the number of live instances, this one included, and the
+// fleet's fingerprint ("" for none).
 var heartbeatScript = redis.NewScript(`
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -182,7 +187,13 @@ local window = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], ms, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', ms - window))
 redis.call('PEXPIRE', KEYS[1], window)
-return redis.call('ZCARD', KEYS[1])
+local fingerprint = ''
+if ARGV[3] ~= '' then
+	redis.call('SET', KEYS[2], ARGV[3], 'NX')
+	redis.call('PEXPIRE', KEYS[2], 86400000)
+	fingerprint = redis.call('GET', KEYS[2])
+end
+return {redis.call('ZCARD', KEYS[1]), fingerprint}
 `)
 
 // circuitLib holds what the circuit scripts share. Every model's circuit

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/ai-resilience/caddy-ai-resilience/internal/testredis"
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
@@ -275,5 +278,33 @@ func TestSharedStateThroughOutage(t *testing.T) {
 	await(t, 2*time.Second, "A's hold on B", func() bool { return b.holds.Until(held, time.Now().UnixNano()) > 0 })
 	if a.state(model) != policy.CircuitOpen {
 		t.Error("A's circuit closed when the store returned")
+	}
+}
+
+// TestFingerprintMismatchWarns starts two instances that hash keys with
+// different keys: the second to beat says so, once; one with the same key
+// does not.
+func TestFingerprintMismatchWarns(t *testing.T) {
+	srv := testredis.Start(t)
+	stores := make([]*testStore, 3)
+	for i, print := range []string{"aaaa", "aaaa", "bbbb"} {
+		core, logs := observer.New(zap.InfoLevel)
+		s, err := New(Config{URLs: []string{srv.URL}, Prefix: "prints", Timeout: 500 * time.Millisecond, KeyFingerprint: print, Logger: zap.New(core)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		stores[i] = &testStore{Store: s, logs: logs}
+		await(t, 2*time.Second, "a heartbeat", func() bool { return srv.Client().Exists(context.Background(), s.keys.fingerprint()).Val() == 1 })
+	}
+	time.Sleep(1200 * time.Millisecond) // two more heartbeats each
+	const msg = "fleet instances hash keys with different keys: pacing holds recorded by other instances will not hold here, and key hashes differ between instances; give every instance the same Caddy storage, or the same ai_resilience/key_hash.key in it"
+	for i, want := range []int{0, 0, 1} {
+		if n := stores[i].lines(msg); n != want {
+			t.Errorf("instance %d logged the mismatch %d times, want %d", i, n, want)
+		}
+	}
+	if ttl := srv.Client().PTTL(context.Background(), stores[0].keys.fingerprint()).Val(); ttl <= 0 {
+		t.Errorf("the fingerprint key has TTL %v", ttl)
 	}
 }

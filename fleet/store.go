@@ -80,6 +80,11 @@ type Config struct {
 	Cluster bool
 	// Logger receives the store's transitions; nil logs nothing.
 	Logger *zap.Logger
+	// KeyFingerprint identifies, without revealing it, the key this
+	// instance hashes credentials and zone keys with: pacing holds are
+	// shared by credential hash, so every instance must hash alike, and
+	// one that does not says so. Empty skips the check.
+	KeyFingerprint string
 }
 
 // Store is the fleet's shared state in one Redis or Valkey deployment. It
@@ -92,7 +97,10 @@ type Store struct {
 	fallback policy.Fallback
 	id       string // this instance in the heartbeat set
 	logger   *zap.Logger
-	epoch    time.Time // the ledger's clock
+	// fingerprint identifies the key this instance hashes keys with.
+	fingerprint string
+	warnedPrint atomic.Bool
+	epoch       time.Time // the ledger's clock
 
 	down      atomic.Bool
 	failures  atomic.Int32
@@ -130,17 +138,18 @@ func New(cfg Config) (*Store, error) {
 	id := make([]byte, 8)
 	_, _ = rand.Read(id)
 	s := &Store{
-		client:   client,
-		keys:     newKeys(cfg.Prefix),
-		cluster:  cfg.Cluster,
-		timeout:  cfg.Timeout,
-		fallback: cfg.OnUnavailable,
-		id:       hex.EncodeToString(id),
-		logger:   cfg.Logger,
-		epoch:    time.Now(),
-		pending:  make(map[string]*[2]int64),
-		ledger:   make(map[string]*[2]int64),
-		wake:     make(chan struct{}, 1),
+		client:      client,
+		keys:        newKeys(cfg.Prefix),
+		cluster:     cfg.Cluster,
+		timeout:     cfg.Timeout,
+		fallback:    cfg.OnUnavailable,
+		id:          hex.EncodeToString(id),
+		logger:      cfg.Logger,
+		fingerprint: cfg.KeyFingerprint,
+		epoch:       time.Now(),
+		pending:     make(map[string]*[2]int64),
+		ledger:      make(map[string]*[2]int64),
+		wake:        make(chan struct{}, 1),
 	}
 	s.shared.reports = make(map[reportKey]*tally)
 	s.shared.held = make(map[policy.HoldKey]int64)
@@ -614,13 +623,28 @@ func (s *Store) beat(ctx context.Context) {
 		}
 	}
 	hctx, cancel := context.WithTimeout(ctx, s.timeout)
-	n, err := heartbeatScript.Run(hctx, s.client, []string{s.keys.instances()}, s.id, liveWindow.Milliseconds()).Int64()
+	out, err := heartbeatScript.Run(hctx, s.client, []string{s.keys.instances(), s.keys.fingerprint()}, s.id, liveWindow.Milliseconds(), s.fingerprint).Slice()
 	cancel()
+	var n int64
+	var fleetPrint string
+	if err == nil {
+		var ok1, ok2 bool
+		if len(out) == 2 {
+			n, ok1 = out[0].(int64)
+			fleetPrint, ok2 = out[1].(string)
+		}
+		if !ok1 || !ok2 {
+			err = fmt.Errorf("unexpected reply from the heartbeat script: %v", out)
+		}
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			s.failed(err)
 		}
 		return
+	}
+	if fleetPrint != s.fingerprint && s.warnedPrint.CompareAndSwap(false, true) {
+		s.logger.Warn("fleet instances hash keys with different keys: pacing holds recorded by other instances will not hold here, and key hashes differ between instances; give every instance the same Caddy storage, or the same ai_resilience/key_hash.key in it")
 	}
 	// While the store is down, each instance's share stands on the count
 	// it last saw: a store just back knows only the instances that have
