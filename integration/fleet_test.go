@@ -269,3 +269,107 @@ func TestFleetCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestStateSurvivesReload spends a keyed zone, opens a circuit and records
+// a pacing hold, then reloads Caddy with the same config: the zone still
+// refuses, the circuit still refuses its model, and the hold still holds
+// its model and key, none with a call upstream, with and without a fleet
+// store. Each part uses its own zone key, so that only its own state can
+// refuse it.
+func TestStateSurvivesReload(t *testing.T) {
+	for _, c := range []struct{ name, global string }{
+		{"instance", ""},
+		{"fleet", "store"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			global := ""
+			if c.global != "" {
+				srv := testredis.Start(t)
+				global = fleetGlobal([]string{srv.URL}, "prefix reload_state", "timeout 500ms")
+			}
+			g := startGatewayWith(t, setup{
+				global: global,
+				options: limitOptions([]string{"retries 0", "max_wait 1s", "circuit_breaker 2 30s"},
+					limitBlock("reload-team", "key {http.request.header.X-Team}", "rpm 2")),
+			})
+			ctx := context.Background()
+			team := func(name string) anthropic.Client { return g.anthropicClient(anthropicHeader("X-Team", name)) }
+			spent := team("spent")
+			for range 2 {
+				if _, err := spent.Messages.New(ctx, haiku("claude-haiku-4-5")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			failing := team("failing")
+			for range 2 {
+				if _, err := failing.Messages.New(ctx, haiku("claude-opus-4-1"), script("529")); err == nil {
+					t.Fatal("the scripted failure succeeded")
+				}
+			}
+			paced := team("paced")
+			if _, err := paced.Messages.New(ctx, haiku("claude-sonnet-4-5"), script("200:reset=30")); err != nil {
+				t.Fatal(err)
+			}
+
+			g.Reload(t)
+			calls := len(g.mock.Calls())
+			_, err := spent.Messages.New(ctx, haiku("claude-haiku-4-5"))
+			checkAnthropicLimited(t, "the spent zone key after the reload", err, 2)
+			var aErr *anthropic.Error
+			probe, held, fresh := team("probe"), team("held"), team("fresh")
+			if _, err := probe.Messages.New(ctx, haiku("claude-opus-4-1")); !errors.As(err, &aErr) || !strings.Contains(aErr.RawJSON(), "circuit breaker is open") {
+				t.Errorf("the failing model after the reload: %v, want its open circuit's refusal", err)
+			}
+			if _, err := held.Messages.New(ctx, haiku("claude-sonnet-4-5")); !errors.As(err, &aErr) || !strings.Contains(aErr.RawJSON(), "upstream reports the rate limit") {
+				t.Errorf("the held model and key after the reload: %v, want the hold's refusal", err)
+			}
+			if n := len(g.mock.Calls()) - calls; n != 0 {
+				t.Errorf("%d calls upstream after the reload, want none", n)
+			}
+			if _, err := fresh.Messages.New(ctx, haiku("claude-haiku-4-5")); err != nil {
+				t.Errorf("a fresh key and model after the reload: %v", err)
+			}
+		})
+	}
+}
+
+// TestFleetOutageCircuitsLocal kills the store under a gateway whose zones
+// and circuits are the fleet's: no request fails because of it, and the
+// circuit breaker keeps working on this instance alone: two failures open
+// the model's circuit, and the next request for it is refused without a
+// call upstream, while another model is served.
+func TestFleetOutageCircuitsLocal(t *testing.T) {
+	srv := testredis.Start(t)
+	g := startGatewayWith(t, setup{
+		global:  fleetGlobal([]string{srv.URL}, "prefix outage_circuits", "timeout 200ms"),
+		options: limitOptions([]string{"retries 0", "circuit_breaker 2 30s"}, limitBlock("outage-org", "rpm 1000")),
+	})
+	client := g.anthropicClient()
+	ctx := context.Background()
+	srv.Kill()
+	for i := range 5 {
+		if _, err := client.Messages.New(ctx, haiku("claude-haiku-4-5")); err != nil {
+			t.Fatalf("request %d with the store gone: %v", i+1, err)
+		}
+	}
+	for range 2 {
+		var aErr *anthropic.Error
+		if _, err := client.Messages.New(ctx, haiku("claude-opus-4-1"), script("529")); !errors.As(err, &aErr) || aErr.StatusCode != 529 || strings.Contains(aErr.RawJSON(), "circuit") {
+			t.Fatalf("scripted failure: %v, want the upstream's 529", err)
+		}
+	}
+	calls := len(g.mock.Calls())
+	var aErr *anthropic.Error
+	if _, err := client.Messages.New(ctx, haiku("claude-opus-4-1")); !errors.As(err, &aErr) || !strings.Contains(aErr.RawJSON(), "circuit breaker is open") {
+		t.Errorf("the failing model with the store gone: %v, want its open circuit's refusal", err)
+	}
+	if n := len(g.mock.Calls()) - calls; n != 0 {
+		t.Errorf("%d calls upstream for the open circuit", n)
+	}
+	if _, err := client.Messages.New(ctx, haiku("claude-haiku-4-5")); err != nil {
+		t.Errorf("another model with the store gone: %v", err)
+	}
+	if !slices.ContainsFunc(g.Logs(t, appLogger), func(e map[string]any) bool { return e["msg"] == "fleet store unavailable" }) {
+		t.Error("no warn line for the outage")
+	}
+}
