@@ -114,10 +114,16 @@ func collectState(ctx context.Context, now time.Time) state {
 }
 
 // zoneStates reports the recent keys of every zone, by zone and key hash.
+// A fleet zone reads its store, so the zones are read outside the pool's
+// lock, which a config load needs.
 func zoneStates(now time.Time) []zoneState {
-	out := []zoneState{}
+	var all []*policy.Zone
 	zones.Range(func(_, v any) bool {
-		z := v.(sharedZone).Zone
+		all = append(all, v.(sharedZone).Zone)
+		return true
+	})
+	out := []zoneState{}
+	for _, z := range all {
 		cfg := z.Config()
 		scope := "instance"
 		if z.Shared() {
@@ -133,8 +139,10 @@ func zoneStates(now time.Time) []zoneState {
 			}
 			out = append(out, zs)
 		}
-		return len(out) <= maxStateEntries
-	})
+		if len(out) > maxStateEntries {
+			break
+		}
+	}
 	slices.SortFunc(out, func(a, b zoneState) int {
 		return cmp.Or(cmp.Compare(a.Zone, b.Zone), cmp.Compare(a.KeyHash, b.KeyHash))
 	})

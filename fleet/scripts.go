@@ -306,6 +306,17 @@ local function reply(out, model, c)
 	out[#out + 1] = remaining(c)
 	out[#out + 1] = c.h
 end
+-- announce keeps a transition and tells the instances.
+local function announce(model, c)
+	save(model, c)
+	publish(model, c)
+end
+-- answer is the reply about one circuit.
+local function answer(model, c)
+	local out = {}
+	reply(out, model, c)
+	return out
+end
 local function full(c)
 	return c.absent and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2])
 end
@@ -400,12 +411,9 @@ local c = load(model)
 if c.s ~= CLOSED and now_ms >= c.u then
 	enter(c, HALF, now_ms + tonumber(ARGV[6]))
 	c.h = ARGV[5]
-	save(model, c)
-	publish(model, c)
+	announce(model, c)
 end
-local out = {}
-reply(out, model, c)
-return out
+return answer(model, c)
 `)
 
 // circuitOpenScript opens a model's circuit that one instance opened on
@@ -425,12 +433,9 @@ if c.s == CLOSED and not full(c) or c.s == OPEN and c.u < now_ms + rest then
 		c.sl = tonumber(ARGV[6])
 	end
 	enter(c, OPEN, now_ms + rest)
-	save(model, c)
-	publish(model, c)
+	announce(model, c)
 end
-local out = {}
-reply(out, model, c)
-return out
+return answer(model, c)
 `)
 
 // syncScript reads what the instances show from memory, as a backstop to

@@ -238,12 +238,13 @@ http://127.0.0.1:` + itoa(testproc.FreePort(t)) + ` {
 // TestFleetCluster runs the gateway against a three-node Redis Cluster with
 // the `cluster` setting: requests in a keyed and an unkeyed zone are decided
 // in one script (all their keys in one slot, no CROSSSLOT), and the limits
-// hold.
+// hold; a model's failures open its circuit through the cluster's scripts.
 func TestFleetCluster(t *testing.T) {
 	nodes := testredis.StartCluster(t, 3)
 	g := startGatewayWith(t, setup{
-		global:  fleetGlobal([]string{nodes[0].URL, nodes[1].URL, nodes[2].URL}, "prefix fleet_cluster", "timeout 500ms", "cluster"),
-		options: limitOptions(limitBlock("cluster-org", "rpm 10"), limitBlock("cluster-team", "key {http.request.header.X-Team}", "rpm 2")),
+		global: fleetGlobal([]string{nodes[0].URL, nodes[1].URL, nodes[2].URL}, "prefix fleet_cluster", "timeout 500ms", "cluster"),
+		options: limitOptions([]string{"retries 0", "circuit_breaker 2 30s"},
+			limitBlock("cluster-org", "rpm 10"), limitBlock("cluster-team", "key {http.request.header.X-Team}", "rpm 2")),
 	})
 	ctx := context.Background()
 	red := g.anthropicClient(anthropicHeader("X-Team", "red"))
@@ -262,6 +263,24 @@ func TestFleetCluster(t *testing.T) {
 	}
 	if admitted != 4 {
 		t.Errorf("admitted %d, want each team's 2", admitted)
+	}
+	for i := range 2 {
+		failing := g.anthropicClient(anthropicHeader("X-Team", "failing-"+itoa(i)))
+		if _, err := failing.Messages.New(ctx, haiku("claude-opus-4-1"), script("529")); err == nil {
+			t.Fatal("the scripted failure succeeded")
+		}
+	}
+	// The store decides, from outcomes sent in batches a few milliseconds
+	// apart.
+	for deadline := time.Now().Add(time.Second); len(g.logLines(t, "circuit open")) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the circuit did not open within a second of the second failure")
+		}
+	}
+	probe := g.anthropicClient(anthropicHeader("X-Team", "probe"))
+	var aErr *anthropic.Error
+	if _, err := probe.Messages.New(ctx, haiku("claude-opus-4-1")); !errors.As(err, &aErr) || !strings.Contains(aErr.RawJSON(), "circuit breaker is open") {
+		t.Errorf("after two failures: %v, want the open circuit's refusal", err)
 	}
 	for _, e := range g.Logs(t, appLogger) {
 		if e["msg"] == "fleet store unavailable" {
@@ -309,6 +328,14 @@ func TestStateSurvivesReload(t *testing.T) {
 			paced := team("paced")
 			if _, err := paced.Messages.New(ctx, haiku("claude-sonnet-4-5"), script("200:reset=30")); err != nil {
 				t.Fatal(err)
+			}
+
+			// With a store, the store opens the circuit from outcomes sent
+			// a few milliseconds later.
+			for deadline := time.Now().Add(time.Second); len(g.logLines(t, "circuit open")) == 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the circuit did not open")
+				}
 			}
 
 			g.Reload(t)
