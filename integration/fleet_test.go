@@ -339,6 +339,12 @@ func TestStateSurvivesReload(t *testing.T) {
 			}
 
 			g.Reload(t)
+			// For a moment after a reload, the old config's server may
+			// still accept a connection on the shared listener and close
+			// it, and it has closed the clients' idle connections; the
+			// SDKs' retries are off.
+			time.Sleep(300 * time.Millisecond)
+			http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 			calls := len(g.mock.Calls())
 			_, err := spent.Messages.New(ctx, haiku("claude-haiku-4-5"))
 			checkAnthropicLimited(t, "the spent zone key after the reload", err, 2)
