@@ -30,17 +30,21 @@ const (
 
 // App makes every `ai_resilience` handler of a Caddy instance a member of a
 // fleet: instances behind one load balancer that share their rate-limit
-// zones through one Redis or Valkey, so that the fleet admits what each
-// zone allows once, not once per instance. Its Caddyfile face is the
-// `ai_resilience` global option.
+// zones, circuit breakers and pacing holds through one Redis or Valkey, so
+// that the fleet admits what each zone allows once, not once per instance,
+// and learns a failing model or a spent upstream limit once. Its Caddyfile
+// face is the `ai_resilience` global option.
 //
 // Zones are shared unless a zone says `scope instance`. Each request's
 // fleet zones are decided in one atomic script on the store's clock;
-// settlements follow in batches off the request path. When the store cannot
-// be reached, `on_unavailable` decides: by default each instance limits
-// alone with its share of every zone (the capacity divided by the live
-// instances it last saw) and hands back what it admitted when the store
-// returns; a store outage never fails a request by itself.
+// settlements follow in batches off the request path. Circuits and holds
+// are read from each instance's memory, which the store keeps up to date;
+// their outcomes and holds travel in the same batches. When the store
+// cannot be reached, `on_unavailable` decides for zones: by default each
+// instance limits alone with its share of every zone (the capacity divided
+// by the live instances it last saw) and hands back what it admitted when
+// the store returns; circuits and holds work on each instance alone until
+// then. A store outage never fails a request by itself.
 type App struct {
 	// The store the fleet shares. Without it, every zone is limited per
 	// instance.
