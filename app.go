@@ -125,7 +125,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	cfg.Logger = a.logger
-	cfg.KeyFingerprint = policy.KeyHash(loadHashKey(ctx, a.logger), "ai_resilience fleet fingerprint")
 	a.storeKey = storePoolKey(cfg)
 	v, _, err := stores.LoadOrNew(a.storeKey, func() (caddy.Destructor, error) {
 		s, err := fleet.New(cfg)

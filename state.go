@@ -80,6 +80,7 @@ func (h *Handler) loadState(ctx caddy.Context, cfg *handlers.Config) error {
 	storeKey := ""
 	if app != nil && app.store != nil {
 		store, storeKey = app.store, "\x00store="+app.storeKey
+		store.SetKeyFingerprint(policy.KeyHash(cfg.HashKey, "ai_resilience fleet fingerprint"))
 	}
 	if !h.CircuitBreaker.Off {
 		cb, err := h.loadCircuits(store, storeKey)

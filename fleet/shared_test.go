@@ -287,12 +287,13 @@ func TestSharedStateThroughOutage(t *testing.T) {
 func TestFingerprintMismatchWarns(t *testing.T) {
 	srv := testredis.Start(t)
 	stores := make([]*testStore, 3)
-	for i, print := range []string{"aaaa", "aaaa", "bbbb"} {
+	for i, fp := range []string{"aaaa", "aaaa", "bbbb"} {
 		core, logs := observer.New(zap.InfoLevel)
-		s, err := New(Config{URLs: []string{srv.URL}, Prefix: "prints", Timeout: 500 * time.Millisecond, KeyFingerprint: print, Logger: zap.New(core)})
+		s, err := New(Config{URLs: []string{srv.URL}, Prefix: "prints", Timeout: 500 * time.Millisecond, Logger: zap.New(core)})
 		if err != nil {
 			t.Fatal(err)
 		}
+		s.SetKeyFingerprint(fp)
 		t.Cleanup(func() { _ = s.Close() })
 		stores[i] = &testStore{Store: s, logs: logs}
 		await(t, 2*time.Second, "a heartbeat", func() bool { return srv.Client().Exists(context.Background(), s.keys.fingerprint()).Val() == 1 })

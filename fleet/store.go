@@ -80,11 +80,6 @@ type Config struct {
 	Cluster bool
 	// Logger receives the store's transitions; nil logs nothing.
 	Logger *zap.Logger
-	// KeyFingerprint identifies, without revealing it, the key this
-	// instance hashes credentials and zone keys with: pacing holds are
-	// shared by credential hash, so every instance must hash alike, and
-	// one that does not says so. Empty skips the check.
-	KeyFingerprint string
 }
 
 // Store is the fleet's shared state in one Redis or Valkey deployment. It
@@ -98,7 +93,7 @@ type Store struct {
 	id       string // this instance in the heartbeat set
 	logger   *zap.Logger
 	// fingerprint identifies the key this instance hashes keys with.
-	fingerprint string
+	fingerprint atomic.Pointer[string]
 	warnedPrint atomic.Bool
 	epoch       time.Time // the ledger's clock
 
@@ -138,18 +133,17 @@ func New(cfg Config) (*Store, error) {
 	id := make([]byte, 8)
 	_, _ = rand.Read(id)
 	s := &Store{
-		client:      client,
-		keys:        newKeys(cfg.Prefix),
-		cluster:     cfg.Cluster,
-		timeout:     cfg.Timeout,
-		fallback:    cfg.OnUnavailable,
-		id:          hex.EncodeToString(id),
-		logger:      cfg.Logger,
-		fingerprint: cfg.KeyFingerprint,
-		epoch:       time.Now(),
-		pending:     make(map[string]*[2]int64),
-		ledger:      make(map[string]*[2]int64),
-		wake:        make(chan struct{}, 1),
+		client:   client,
+		keys:     newKeys(cfg.Prefix),
+		cluster:  cfg.Cluster,
+		timeout:  cfg.Timeout,
+		fallback: cfg.OnUnavailable,
+		id:       hex.EncodeToString(id),
+		logger:   cfg.Logger,
+		epoch:    time.Now(),
+		pending:  make(map[string]*[2]int64),
+		ledger:   make(map[string]*[2]int64),
+		wake:     make(chan struct{}, 1),
 	}
 	s.shared.reports = make(map[reportKey]*tally)
 	s.shared.held = make(map[policy.HoldKey]int64)
@@ -287,6 +281,15 @@ func (s *Store) Health() policy.StoreHealth {
 		OnUnavailable: s.fallback,
 		Instances:     int(s.instances.Load()),
 	}
+}
+
+// SetKeyFingerprint sets what identifies, without revealing it, the key
+// this instance hashes credentials and zone keys with. Pacing holds are
+// shared by credential hash, so every instance must hash alike: the store
+// keeps the first instance's fingerprint, and an instance whose differs
+// says so. Until it is set, nothing is checked.
+func (s *Store) SetKeyFingerprint(fp string) {
+	s.fingerprint.Store(&fp)
 }
 
 // Kind names the store's deployment: "redis" for a standalone Redis or
@@ -623,7 +626,11 @@ func (s *Store) beat(ctx context.Context) {
 		}
 	}
 	hctx, cancel := context.WithTimeout(ctx, s.timeout)
-	out, err := heartbeatScript.Run(hctx, s.client, []string{s.keys.instances(), s.keys.fingerprint()}, s.id, liveWindow.Milliseconds(), s.fingerprint).Slice()
+	fp := ""
+	if p := s.fingerprint.Load(); p != nil {
+		fp = *p
+	}
+	out, err := heartbeatScript.Run(hctx, s.client, []string{s.keys.instances(), s.keys.fingerprint()}, s.id, liveWindow.Milliseconds(), fp).Slice()
 	cancel()
 	var n int64
 	var fleetPrint string
@@ -643,7 +650,7 @@ func (s *Store) beat(ctx context.Context) {
 		}
 		return
 	}
-	if fleetPrint != s.fingerprint && s.warnedPrint.CompareAndSwap(false, true) {
+	if fleetPrint != fp && s.warnedPrint.CompareAndSwap(false, true) {
 		s.logger.Warn("fleet instances hash keys with different keys: pacing holds recorded by other instances will not hold here, and key hashes differ between instances; give every instance the same Caddy storage, or the same ai_resilience/key_hash.key in it")
 	}
 	// While the store is down, each instance's share stands on the count
