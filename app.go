@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -29,17 +30,21 @@ const (
 
 // App makes every `ai_resilience` handler of a Caddy instance a member of a
 // fleet: instances behind one load balancer that share their rate-limit
-// zones through one Redis or Valkey, so that the fleet admits what each
-// zone allows once, not once per instance. Its Caddyfile face is the
-// `ai_resilience` global option.
+// zones, circuit breakers and pacing holds through one Redis or Valkey, so
+// that the fleet admits what each zone allows once, not once per instance,
+// and learns a failing model or a spent upstream limit once. Its Caddyfile
+// face is the `ai_resilience` global option.
 //
 // Zones are shared unless a zone says `scope instance`. Each request's
 // fleet zones are decided in one atomic script on the store's clock;
-// settlements follow in batches off the request path. When the store cannot
-// be reached, `on_unavailable` decides: by default each instance limits
-// alone with its share of every zone (the capacity divided by the live
-// instances it last saw) and hands back what it admitted when the store
-// returns; a store outage never fails a request by itself.
+// settlements follow in batches off the request path. Circuits and holds
+// are read from each instance's memory, which the store keeps up to date;
+// their outcomes and holds travel in the same batches. When the store
+// cannot be reached, `on_unavailable` decides for zones: by default each
+// instance limits alone with its share of every zone (the capacity divided
+// by the live instances it last saw) and hands back what it admitted when
+// the store returns; circuits and holds work on each instance alone until
+// then. A store outage never fails a request by itself.
 type App struct {
 	// The store the fleet shares. Without it, every zone is limited per
 	// instance.
@@ -171,12 +176,23 @@ func storePoolKey(c fleet.Config) string {
 	return fmt.Sprintf("%q\x00%x\x00%s\x00%s\x00%s\x00%t", c.URLs, sha256.Sum256([]byte(c.Password)), c.Prefix, c.Timeout, c.OnUnavailable, c.Cluster)
 }
 
+// activeApp is the app of the running config, whose store the admin API
+// reports; nil when the running config has none.
+var activeApp atomic.Pointer[App]
+
 // Start implements caddy.App. The store runs from Provision: it is shared
-// with any config that keeps its settings, so it outlives this app.
-func (a *App) Start() error { return nil }
+// with any config that keeps its settings, so it outlives this app. Caddy
+// starts a new config's apps before it stops the old one's.
+func (a *App) Start() error {
+	activeApp.Store(a)
+	return nil
+}
 
 // Stop implements caddy.App; Cleanup lets go of the store.
-func (a *App) Stop() error { return nil }
+func (a *App) Stop() error {
+	activeApp.CompareAndSwap(a, nil)
+	return nil
+}
 
 // Cleanup gives the store back to the pool, which closes it when no loaded
 // config uses it any more.

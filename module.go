@@ -211,9 +211,9 @@ type Handler struct {
 	// plus 10 per second.
 	RetryBudget *RetryBudget `json:"retry_budget,omitempty"`
 
-	gateway  *handlers.Gateway
-	logger   *zap.Logger
-	zoneKeys []string // the zones taken from the pool, to give back
+	gateway *handlers.Gateway
+	logger  *zap.Logger
+	taken   []taken // zones and state taken from their pools, to give back
 }
 
 // LimitZone is one `limit <zone>` block: token buckets like the providers'
@@ -325,6 +325,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	cfg.Logger = h.logger
 	cfg.HashKey = loadHashKey(ctx, h.logger)
 	if cfg.Limits, err = h.loadLimits(ctx); err != nil {
+		return err
+	}
+	if err = h.loadState(ctx, &cfg); err != nil {
 		return err
 	}
 	h.gateway = handlers.New(cfg)
@@ -465,33 +468,7 @@ func (h *Handler) gatewayConfig() (handlers.Config, error) {
 		ContextGuard:   contextGuard,
 		Validate:       *h.ValidateRequests,
 		PaceUpstream:   *h.PaceUpstream,
-		Circuit:        h.circuitBreaker(),
-		Budget:         h.retryBudget(),
 	}, nil
-}
-
-// circuitBreaker returns the configured breaker, or nil when it is off.
-func (h *Handler) circuitBreaker() policy.Circuits {
-	cb := h.CircuitBreaker
-	if cb.Off {
-		return nil
-	}
-	return policy.NewCircuitBreaker(policy.CircuitSettings{
-		Failures:    cb.Failures,
-		Cooldown:    time.Duration(cb.Cooldown),
-		FailureRate: *cb.FailureRate,
-		Window:      time.Duration(cb.Window),
-		MinCalls:    cb.MinCalls,
-		Probes:      cb.Probes,
-	}, time.Now)
-}
-
-// retryBudget returns the configured budget, or nil when it is off.
-func (h *Handler) retryBudget() *policy.RetryBudget {
-	if h.RetryBudget.Off {
-		return nil
-	}
-	return policy.NewRetryBudget(h.RetryBudget.Percent, *h.RetryBudget.MinPerSecond, time.Now)
 }
 
 // registerMetrics adds collectors to this config load's registry. Caddy

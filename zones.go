@@ -31,7 +31,8 @@ func (z LimitZone) poolKey() string {
 }
 
 // loadLimits takes this handler's zones from the pool, creating them when
-// no loaded config has them yet. Each one taken is given back in Cleanup.
+// no loaded config has them yet. Each one taken is given back in Cleanup
+// (state.go).
 // A fleet zone's name in the pool includes its store's, so a reload that
 // changes the store starts the zone afresh there.
 func (h *Handler) loadLimits(ctx caddy.Context) ([]handlers.Limit, error) {
@@ -39,6 +40,9 @@ func (h *Handler) loadLimits(ctx caddy.Context) ([]handlers.Limit, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Reports of a zone's state name its keys as logs do.
+	secret := loadHashKey(ctx, h.logger)
+	label := func(key string) string { return policy.KeyHash(secret, key) }
 	limits := make([]handlers.Limit, 0, len(h.Limit))
 	for i, z := range h.Limit {
 		for _, earlier := range h.Limit[:i] {
@@ -52,19 +56,23 @@ func (h *Handler) loadLimits(ctx caddy.Context) ([]handlers.Limit, error) {
 		}
 		key := z.poolKey() + storeKey
 		h.warnOtherSettings(z, key)
-		v, _, err := zones.LoadOrNew(key, func() (caddy.Destructor, error) {
+		v, err := h.take(zones, key, func() (caddy.Destructor, error) {
 			cfg := policy.ZoneConfig{Name: z.Zone, RPM: z.RPM, TPM: z.TPM, Wait: time.Duration(z.Wait), MaxKeys: z.MaxKeys}
+			var zone *policy.Zone
+			var err error
 			if shared != nil {
-				zone, err := policy.NewSharedZone(cfg, shared)
-				return sharedZone{zone}, err
+				zone, err = policy.NewSharedZone(cfg, shared)
+			} else {
+				zone, err = policy.NewZone(cfg)
 			}
-			zone, err := policy.NewZone(cfg)
-			return sharedZone{zone}, err
+			if err != nil {
+				return nil, err
+			}
+			return sharedZone{zone.LabelKeys(label)}, nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("creating rate-limit zone %q: %w", z.Zone, err)
 		}
-		h.zoneKeys = append(h.zoneKeys, key)
 		limits = append(limits, handlers.Limit{Zone: v.(sharedZone).Zone, Key: z.Key})
 	}
 	return limits, nil
@@ -83,13 +91,4 @@ func (h *Handler) warnOtherSettings(z LimitZone, key string) {
 		}
 		return true
 	})
-}
-
-// Cleanup gives this handler's zones back to the pool.
-func (h *Handler) Cleanup() error {
-	for _, key := range h.zoneKeys {
-		_, _ = zones.Delete(key)
-	}
-	h.zoneKeys = nil
-	return nil
 }

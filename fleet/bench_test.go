@@ -137,3 +137,51 @@ func BenchmarkAdmitFleet3ZonesParallel(b *testing.B) {
 	})
 	reportStoreCPU(b, srv)
 }
+
+// benchViews returns a breaker and a hold table as a request reads them:
+// one instance's own, or, with fleet, shown from memory by a store on a
+// local redis-server, which receives their outcomes in batches.
+func benchViews(b *testing.B, fleet bool) (*policy.CircuitBreaker, *policy.PaceHolds) {
+	s := policy.CircuitSettings{Failures: 5, Cooldown: time.Second, FailureRate: 50, Window: 10 * time.Second, MinCalls: 20, Probes: 3}
+	if !fleet {
+		return policy.NewCircuitBreaker(s, nil), policy.NewPaceHolds(nil)
+	}
+	_, store, _ := benchStore(b)
+	cb := policy.NewFleetCircuitBreaker(s, nil, store)
+	b.Cleanup(store.WatchCircuits(cb))
+	holds := policy.NewPaceHolds(store)
+	b.Cleanup(store.WatchHolds(holds))
+	return cb, holds
+}
+
+// BenchmarkRequestViews is what a request pays for the circuit and pacing
+// state, one instance's or the fleet's: it asks the model's circuit,
+// checks for a pacing hold (one is live, for another key, so the table is
+// read), and reports a success. The fleet's adds no round trip: its
+// outcome joins a batch.
+func BenchmarkRequestViews(b *testing.B) {
+	for _, fleet := range []bool{false, true} {
+		name := "local"
+		if fleet {
+			name = "fleet"
+		}
+		b.Run(name, func(b *testing.B) {
+			cb, holds := benchViews(b, fleet)
+			now := time.Now().UnixNano()
+			holds.Hold(policy.HoldKey{Model: "claude-sonnet-4-5", Credential: "another"}, now+int64(time.Hour), now)
+			key := policy.HoldKey{Model: "claude-sonnet-4-5", Credential: "0123456789abcdef"}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					p, _ := cb.Allow(key.Model)
+					t := time.Now().UnixNano()
+					if holds.Any(t) && holds.Until(key, t) != 0 {
+						b.Error("held")
+					}
+					cb.Record(p, policy.OutcomeSuccess)
+				}
+			})
+		})
+	}
+}

@@ -18,6 +18,10 @@ import (
 //
 //	{<prefix>}:zone:<zone>:<key hash>   a zone's two buckets for one key value
 //	{<prefix>}:instances                the live instances and their last heartbeats
+//	{<prefix>}:circuits                 every model's circuit breaker, a field per model
+//	{<prefix>}:pacing                   the pacing holds, "<credential hash> <model>"
+//	{<prefix>}:key_fingerprint          which key the instances hash credentials with
+//	{<prefix>}:events                   (a pub/sub channel) circuit transitions and holds
 //
 // A key value (often an API key, a user or a team) never appears in the
 // store: the key names its hash, the first 128 bits of SHA-256 in hex.
@@ -34,21 +38,43 @@ func newKeys(prefix string) keys {
 	return keys{tag: "{" + prefix + "}:"}
 }
 
-// zone names the buckets of zone for one key value.
-func (k keys) zone(zone, key string) string {
+// zone names the buckets of zone for the key value whose HashKey is hash.
+func (k keys) zone(zone, hash string) string {
 	var b strings.Builder
-	b.Grow(len(k.tag) + len("zone:") + len(zone) + 1 + keyHashLen)
+	b.Grow(len(k.tag) + len("zone:") + len(zone) + 1 + len(hash))
 	b.WriteString(k.tag)
 	b.WriteString("zone:")
 	b.WriteString(zone)
 	b.WriteByte(':')
-	b.WriteString(HashKey(key))
+	b.WriteString(hash)
 	return b.String()
 }
 
 // instances names the sorted set of live instances.
 func (k keys) instances() string {
 	return k.tag + "instances"
+}
+
+// circuits names the hash of the fleet's circuits, one field per model.
+func (k keys) circuits() string {
+	return k.tag + "circuits"
+}
+
+// pacing names the sorted set of the fleet's pacing holds.
+func (k keys) pacing() string {
+	return k.tag + "pacing"
+}
+
+// fingerprint names the fingerprint of the key the fleet hashes keys with.
+func (k keys) fingerprint() string {
+	return k.tag + "key_fingerprint"
+}
+
+// events names the pub/sub channel of circuit transitions and pacing
+// holds. A channel is no key and has no slot; it carries the prefix so
+// that fleets sharing a store do not hear each other.
+func (k keys) events() string {
+	return k.tag + "events"
 }
 
 // HashKey is how a zone key value is named in the store: the first 128

@@ -53,10 +53,10 @@ func TestKeyLayout(t *testing.T) {
 	secret := "sk-ant-api03-SECRET"
 	names := []string{
 		k.instances(),
-		k.zone("org", ""),
-		k.zone("team", "red"),
-		k.zone("per-key", secret),
-		k.zone("zone with spaces {and braces}", "x"),
+		k.zone("org", HashKey("")),
+		k.zone("team", HashKey("red")),
+		k.zone("per-key", HashKey(secret)),
+		k.zone("zone with spaces {and braces}", HashKey("x")),
 	}
 	want := slot(names[0])
 	for _, n := range names {

@@ -1,10 +1,13 @@
 // Package fleet keeps the state that a fleet of Caddy instances shares in
-// Redis or Valkey: the buckets of every fleet-scope rate-limit zone, and the
-// instances that are alive. Its Store implements policy.SharedStore: one
-// atomic script per admitted request decides all of the request's fleet
-// zones on the store's clock, settlements travel in batches off the request
-// path, and when the store cannot be reached each instance limits alone
-// with its share and hands back what it admitted once the store returns.
+// Redis or Valkey: the buckets of every fleet-scope rate-limit zone, each
+// model's circuit breaker, the pacing holds, and the instances that are
+// alive. Its Store implements policy.SharedStore: one atomic script per
+// admitted request decides all of the request's fleet zones on the store's
+// clock, settlements travel in batches off the request path, and when the
+// store cannot be reached each instance limits alone with its share and
+// hands back what it admitted once the store returns. It implements
+// policy.CircuitStore and policy.HoldStore too: circuits and holds are
+// read from each instance's memory, which the store keeps up to date.
 package fleet
 
 import (
@@ -84,11 +87,15 @@ type Config struct {
 type Store struct {
 	client   redis.UniversalClient
 	keys     keys
+	cluster  bool
 	timeout  time.Duration
 	fallback policy.Fallback
 	id       string // this instance in the heartbeat set
 	logger   *zap.Logger
-	epoch    time.Time // the ledger's clock
+	// fingerprint identifies the key this instance hashes keys with.
+	fingerprint atomic.Pointer[string]
+	warnedPrint atomic.Bool
+	epoch       time.Time // the ledger's clock
 
 	down      atomic.Bool
 	failures  atomic.Int32
@@ -96,7 +103,10 @@ type Store struct {
 	downSince atomic.Int64 // Unix ns of the last transition to down
 	backSince atomic.Int64 // Unix ns of the first success since, 0 before it
 
+	resync atomic.Bool // the store has returned: push what was decided alone
+
 	mu      sync.Mutex
+	shared  shared
 	pending map[string]*[2]int64 // zone key → netted spans waiting for the next flush
 	ledger  map[string]*[2]int64 // zone key → full instants (on epoch) of this instance's traffic during an outage
 	closed  bool
@@ -125,6 +135,7 @@ func New(cfg Config) (*Store, error) {
 	s := &Store{
 		client:   client,
 		keys:     newKeys(cfg.Prefix),
+		cluster:  cfg.Cluster,
 		timeout:  cfg.Timeout,
 		fallback: cfg.OnUnavailable,
 		id:       hex.EncodeToString(id),
@@ -134,6 +145,8 @@ func New(cfg Config) (*Store, error) {
 		ledger:   make(map[string]*[2]int64),
 		wake:     make(chan struct{}, 1),
 	}
+	s.shared.reports = make(map[reportKey]*tally)
+	s.shared.held = make(map[policy.HoldKey]int64)
 	if s.logger == nil {
 		s.logger = zap.NewNop()
 	}
@@ -143,9 +156,10 @@ func New(cfg Config) (*Store, error) {
 	storeHealthy.Set(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.done.Add(2)
+	s.done.Add(3)
 	go s.heartbeats(ctx)
 	go s.settlements(ctx)
+	go s.listen(ctx)
 	return s, nil
 }
 
@@ -269,6 +283,54 @@ func (s *Store) Health() policy.StoreHealth {
 	}
 }
 
+// SetKeyFingerprint sets what identifies, without revealing it, the key
+// this instance hashes credentials and zone keys with. Pacing holds are
+// shared by credential hash, so every instance must hash alike: the store
+// keeps the first instance's fingerprint, and an instance whose differs
+// says so. Until it is set, nothing is checked.
+func (s *Store) SetKeyFingerprint(fp string) {
+	s.fingerprint.Store(&fp)
+}
+
+// Kind names the store's deployment: "redis" for a standalone Redis or
+// Valkey, "redis_cluster" for a cluster.
+func (s *Store) Kind() string {
+	if s.cluster {
+		return "redis_cluster"
+	}
+	return "redis"
+}
+
+// Instance is one live member of the fleet, as its heartbeats show it.
+type Instance struct {
+	// ID is the instance's random name in the store, new at every start.
+	ID string
+	// LastSeen is its last heartbeat, on the store's clock.
+	LastSeen time.Time
+	// Self is true for the instance that asked.
+	Self bool
+}
+
+// Instances reads the live instances from the store, the most recently
+// seen first, at most limit of them.
+func (s *Store) Instances(ctx context.Context, limit int) ([]Instance, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	zs, err := s.client.ZRevRangeWithScores(ctx, s.keys.instances(), 0, int64(limit)-1).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Instance, 0, len(zs))
+	for _, z := range zs {
+		id, _ := z.Member.(string)
+		out = append(out, Instance{ID: id, LastSeen: time.UnixMilli(int64(z.Score)), Self: id == s.id})
+	}
+	return out, nil
+}
+
+// ID returns this instance's name in the store.
+func (s *Store) ID() string { return s.id }
+
 // Reserve implements policy.SharedStore: one call of the admission script.
 func (s *Store) Reserve(cs []policy.Charge, debts []policy.Debt) (time.Duration, int, error) {
 	wait, refused, _, err := s.reserve(cs, debts)
@@ -278,10 +340,36 @@ func (s *Store) Reserve(cs []policy.Charge, debts []policy.Debt) (time.Duration,
 // reserve is Reserve that also returns the store's clock at the decision.
 func (s *Store) reserve(cs []policy.Charge, debts []policy.Debt) (time.Duration, int, time.Time, error) {
 	keys := make([]string, len(cs))
+	for i, c := range cs {
+		keys[i] = s.keys.zone(c.Zone, HashKey(c.Key))
+	}
+	return s.admit(keys, cs, debts)
+}
+
+// KeyName implements policy.SharedStore: a key value's hash.
+func (s *Store) KeyName(key string) string { return HashKey(key) }
+
+// Peek implements policy.SharedStore: one call of the admission script that
+// only reads.
+func (s *Store) Peek(zone string, names []string, debts []policy.Debt) error {
+	if len(names) == 0 {
+		return nil
+	}
+	keys := make([]string, len(names))
+	cs := make([]policy.Charge, len(names))
+	for i, name := range names {
+		keys[i] = s.keys.zone(zone, name)
+		cs[i] = policy.Charge{Requests: policy.Unlimited, Tokens: policy.Unlimited}
+	}
+	_, _, _, err := s.admit(keys, cs, debts)
+	return err
+}
+
+// admit runs the admission script for cs on the zone keys named.
+func (s *Store) admit(keys []string, cs []policy.Charge, debts []policy.Debt) (time.Duration, int, time.Time, error) {
 	args := make([]any, 2, 2+3*len(cs))
 	args[0], args[1] = policy.LimitPeriod, policy.MaxDebt
-	for i, c := range cs {
-		keys[i] = s.keys.zone(c.Zone, c.Key)
+	for _, c := range cs {
 		args = append(args, c.Requests, c.Tokens, int64(c.Bound))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
@@ -335,7 +423,7 @@ func (s *Store) Adjust(cs []policy.Charge) {
 		if c.Requests == 0 && c.Tokens == 0 {
 			continue
 		}
-		key := s.keys.zone(c.Zone, c.Key)
+		key := s.keys.zone(c.Zone, HashKey(c.Key))
 		if s.down.Load() {
 			s.record(key, c.Requests, c.Tokens, now)
 			continue
@@ -434,10 +522,17 @@ func (s *Store) settlements(ctx context.Context) {
 	}
 }
 
-// flush sends every pending charge, maxBatch keys per call. A batch the
-// store does not take goes to the ledger, to be handed back when the store
+// flush sends every pending charge, maxBatch keys per call, then the
+// pending circuit outcomes and pacing holds. A batch of charges the store
+// does not take goes to the ledger, to be handed back when the store
 // returns.
 func (s *Store) flush() {
+	s.flushCharges()
+	s.flushShared()
+}
+
+// flushCharges sends the pending charges.
+func (s *Store) flushCharges() {
 	s.mu.Lock()
 	batch := s.pending
 	if len(batch) == 0 {
@@ -494,8 +589,9 @@ func (s *Store) runAdjust(keys []string, args []any) (time.Time, error) {
 }
 
 // heartbeats tells the store this instance is alive and learns how many
-// are, every heartbeatEvery, and probes the store every probeEvery while
-// it is unreachable.
+// are, every heartbeatEvery, then reads the fleet's circuits and holds
+// (see shared.go), and probes the store every probeEvery
+// while it is unreachable.
 func (s *Store) heartbeats(ctx context.Context) {
 	defer s.done.Done()
 	timer := time.NewTimer(0)
@@ -509,9 +605,10 @@ func (s *Store) heartbeats(ctx context.Context) {
 		s.beat(ctx)
 		if s.down.Load() {
 			timer.Reset(probeEvery)
-		} else {
-			timer.Reset(heartbeatEvery)
+			continue
 		}
+		s.sync(s.resync.Swap(false))
+		timer.Reset(heartbeatEvery)
 	}
 }
 
@@ -529,13 +626,32 @@ func (s *Store) beat(ctx context.Context) {
 		}
 	}
 	hctx, cancel := context.WithTimeout(ctx, s.timeout)
-	n, err := heartbeatScript.Run(hctx, s.client, []string{s.keys.instances()}, s.id, liveWindow.Milliseconds()).Int64()
+	fp := ""
+	if p := s.fingerprint.Load(); p != nil {
+		fp = *p
+	}
+	out, err := heartbeatScript.Run(hctx, s.client, []string{s.keys.instances(), s.keys.fingerprint()}, s.id, liveWindow.Milliseconds(), fp).Slice()
 	cancel()
+	var n int64
+	var fleetPrint string
+	if err == nil {
+		var ok1, ok2 bool
+		if len(out) == 2 {
+			n, ok1 = out[0].(int64)
+			fleetPrint, ok2 = out[1].(string)
+		}
+		if !ok1 || !ok2 {
+			err = fmt.Errorf("unexpected reply from the heartbeat script: %v", out)
+		}
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			s.failed(err)
 		}
 		return
+	}
+	if fleetPrint != fp && s.warnedPrint.CompareAndSwap(false, true) {
+		s.logger.Warn("fleet instances hash keys with different keys: pacing holds recorded by other instances will not hold here, and key hashes differ between instances; give every instance the same Caddy storage, or the same ai_resilience/key_hash.key in it")
 	}
 	// While the store is down, each instance's share stands on the count
 	// it last saw: a store just back knows only the instances that have
@@ -583,6 +699,7 @@ func (s *Store) succeeded() {
 		return
 	}
 	s.backSince.Store(0)
+	s.resync.Store(true)
 	storeHealthy.Set(1)
 	s.logger.Warn("fleet store restored",
 		zap.Int64("outage_ms", time.Since(time.Unix(0, s.downSince.Load())).Milliseconds()))
@@ -613,5 +730,9 @@ func (l *redisLog) Printf(_ context.Context, format string, v ...any) {
 	}
 }
 
-// Interface guard
-var _ policy.SharedStore = (*Store)(nil)
+// Interface guards
+var (
+	_ policy.SharedStore  = (*Store)(nil)
+	_ policy.CircuitStore = (*Store)(nil)
+	_ policy.HoldStore    = (*Store)(nil)
+)

@@ -92,7 +92,7 @@ func (c *clocked) Adjust(cs []policy.Charge) {
 	keys := make([]string, len(cs))
 	args := []any{policy.MaxDebt}
 	for i, ch := range cs {
-		keys[i] = c.s.keys.zone(ch.Zone, ch.Key)
+		keys[i] = c.s.keys.zone(ch.Zone, HashKey(ch.Key))
 		args = append(args, ch.Requests, ch.Tokens)
 	}
 	at, err := c.s.runAdjust(keys, args)
@@ -103,6 +103,12 @@ func (c *clocked) Adjust(cs []policy.Charge) {
 }
 
 func (c *clocked) Health() policy.StoreHealth { return c.s.Health() }
+
+func (c *clocked) KeyName(key string) string { return c.s.KeyName(key) }
+
+func (c *clocked) Peek(zone string, names []string, debts []policy.Debt) error {
+	return c.s.Peek(zone, names, debts)
+}
 
 // TestLocalAndFleetAgree runs one random sequence of admissions (bursts,
 // queueing, refusals, oversize requests), settlements above and below the
@@ -239,7 +245,7 @@ func TestKeysHashedPrefixedAndExpiring(t *testing.T) {
 			t.Errorf("key %q has no TTL (%v)", k, ttl)
 		}
 	}
-	zk := s.keys.zone("per-key", secret)
+	zk := s.keys.zone("per-key", HashKey(secret))
 	// 3000 of 6000 tokens take 30 s to refill; one request of 60 takes 1 s.
 	if ttl := rdb.PTTL(ctx, zk).Val(); ttl < 29*time.Second || ttl > 30*time.Second {
 		t.Errorf("zone key TTL %v, want the 30s until both buckets are full", ttl)

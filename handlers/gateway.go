@@ -56,6 +56,9 @@ type Config struct {
 	// PaceUpstream holds new requests while the upstream reports its rate
 	// limit spent.
 	PaceUpstream bool
+	// Holds are the upstream's spent rate limits, by model and credential
+	// (pace_upstream); nil is a table of this gateway's own.
+	Holds policy.Holds
 	// Circuit skips models that are failing; nil is off.
 	Circuit policy.Circuits
 	// Budget bounds retries to a share of recent traffic; nil is unlimited.
@@ -70,9 +73,6 @@ type Config struct {
 // Gateway serves LLM API requests resiliently in front of the next handler.
 type Gateway struct {
 	cfg Config
-	// holds are the upstream's spent rate limits, by model and credential
-	// (pace_upstream).
-	holds paceHolds
 	// tokenZones is true when a zone limits tokens.
 	tokenZones bool
 }
@@ -81,6 +81,9 @@ type Gateway struct {
 func New(cfg Config) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Holds == nil {
+		cfg.Holds = policy.NewPaceHolds(nil)
 	}
 	return &Gateway{cfg: cfg, tokenZones: countsTokens(cfg.Limits)}
 }

@@ -1,10 +1,6 @@
 package handlers
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
-	"io"
 	"strconv"
 	"time"
 
@@ -173,17 +169,8 @@ func (a *admission) key(zone string) string {
 // as its keyed hash, so a zone's memory is bounded by its max_keys alone.
 const maxZoneKey = 64
 
-// keyHash identifies a zone key in logs without writing it: keys are often
-// API keys or user ids. It is HMAC-SHA256 under the gateway's hash key,
-// truncated to 64 bits: without the key, a log line cannot confirm a
-// guessed API key (a plain hash of a low-entropy id could be reversed by
-// trying candidates), and instances that share the key hash alike.
+// keyHash identifies a key in logs without writing it (policy.KeyHash,
+// under the gateway's hash key).
 func (g *Gateway) keyHash(key string) string {
-	if key == "" {
-		return ""
-	}
-	m := hmac.New(sha256.New, g.cfg.HashKey)
-	_, _ = io.WriteString(m, key)
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(m.Sum(sum[:0])[:8])
+	return policy.KeyHash(g.cfg.HashKey, key)
 }

@@ -53,6 +53,13 @@ func (c *call) reportHealth() {
 
 // circuitChanged logs and counts a circuit transition, if there was one.
 func (g *Gateway) circuitChanged(tr policy.Transition) {
+	CircuitChanged(g.cfg.Logger, tr)
+}
+
+// CircuitChanged logs a circuit transition to logger and counts it, if
+// there was one: those of the request path, and those a fleet's store
+// decides, which reach the breaker outside any request.
+func CircuitChanged(logger *zap.Logger, tr policy.Transition) {
 	if !tr.Changed() {
 		return
 	}
@@ -61,7 +68,7 @@ func (g *Gateway) circuitChanged(tr policy.Transition) {
 	if tr.To == policy.CircuitOpen {
 		lvl = zap.WarnLevel
 	}
-	if ce := g.cfg.Logger.Check(lvl, "circuit "+tr.To.String()); ce != nil {
+	if ce := logger.Check(lvl, "circuit "+tr.To.String()); ce != nil {
 		ce.Write(zap.String("model", tr.Model), zap.String("from", tr.From.String()))
 	}
 }

@@ -8,13 +8,16 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,15 +74,24 @@ type fleetOf struct {
 }
 
 // startFleet starts n instances, each with the global options and the
-// ai_resilience options given, proxying to one upstream.
+// ai_resilience options given, proxying to one upstream. They share Caddy's
+// storage, as a fleet does, and with it the key they hash credentials with.
 func startFleet(t *testing.T, n int, global, options string) *fleetOf {
+	t.Helper()
+	return startFleetWith(t, n, global, options, false)
+}
+
+// startFleetWith is startFleet, with Caddy's admin API on each instance
+// when admin is set.
+func startFleetWith(t *testing.T, n int, global, options string, admin bool) *fleetOf {
 	t.Helper()
 	up := &countingUpstream{mock: mockprovider.New(mockprovider.Options{})}
 	srv := httptest.NewServer(up)
 	t.Cleanup(srv.Close)
+	storage := t.TempDir()
 	instances := make([]testcaddy.Instance, n)
 	for i := range instances {
-		instances[i] = testcaddy.Instance{Global: global, Site: fmt.Sprintf(`	route /v1/* {
+		instances[i] = testcaddy.Instance{Global: global, Admin: admin, Storage: storage, Site: fmt.Sprintf(`	route /v1/* {
 		ai_resilience {
 %s
 		}
@@ -395,5 +407,290 @@ func TestFleetChaos(t *testing.T) {
 	}
 	if raw := f.procs[0].RawLogs(t); strings.Contains(raw, testAPIKey) {
 		t.Error("an instance logged the API key")
+	}
+}
+
+// awaitLog waits up to d until instance p has logged msg, and returns when
+// it saw the line.
+func awaitLog(t *testing.T, p *testcaddy.Process, logger, msg string, d time.Duration) time.Time {
+	t.Helper()
+	for deadline := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
+		for _, e := range p.Logs(t, logger) {
+			if e["msg"] == msg {
+				return time.Now()
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not log %q within %v", p.URL, msg, d)
+		}
+	}
+}
+
+// handlerLogger is the ai_resilience handler's logger.
+const handlerLogger = "http.handlers.ai_resilience"
+
+// sdkClient is the official SDK pointed at one instance, its retries off.
+func sdkClient(p *testcaddy.Process, opts ...anthropicoption.RequestOption) anthropic.Client {
+	return anthropic.NewClient(append([]anthropicoption.RequestOption{
+		anthropicoption.WithBaseURL(p.URL),
+		anthropicoption.WithAPIKey(testAPIKey),
+		anthropicoption.WithMaxRetries(0),
+		anthropicoption.WithRequestTimeout(10 * time.Second),
+	}, opts...)...)
+}
+
+// circuitRefusal reports whether err is the gateway's answer for a model
+// whose circuit is open.
+func circuitRefusal(err error) bool {
+	var aErr *anthropic.Error
+	return errors.As(err, &aErr) && aErr.StatusCode == 529 && strings.Contains(aErr.RawJSON(), "circuit breaker is open")
+}
+
+// TestFleetCircuitAcrossInstances opens a model's circuit with failures
+// through instance A: instance B, whose own requests all succeeded, shows it
+// open within a second and sends nothing upstream for the model during the
+// cooldown. After the cooldown, of 16 requests racing through both
+// instances exactly one reaches the upstream, the fleet's one probe; its
+// success closes the circuit on both.
+func TestFleetCircuitAcrossInstances(t *testing.T) {
+	const model, cooldown = "claude-sonnet-4-5", 3 * time.Second
+	srv := testredis.Start(t)
+	f := startFleet(t, 2, fleetGlobal([]string{srv.URL}, "prefix circuits", "timeout 1s"),
+		directives("retries 0", "circuit_breaker 3 3s {", "\tprobes 1", "}"))
+	a, b := sdkClient(f.procs[0]), sdkClient(f.procs[1])
+	ctx := context.Background()
+	if _, err := b.Messages.New(ctx, haiku(model)); err != nil {
+		t.Fatalf("B before the failures: %v", err)
+	}
+	for i := range 3 {
+		_, err := a.Messages.New(ctx, haiku(model), script("529"))
+		var aErr *anthropic.Error
+		if !errors.As(err, &aErr) || aErr.StatusCode != 529 || circuitRefusal(err) {
+			t.Fatalf("A, failure %d: %v, want the upstream's 529", i+1, err)
+		}
+	}
+	openedOnA := awaitLog(t, f.procs[0], handlerLogger, "circuit open", 2*time.Second)
+	openedOnB := awaitLog(t, f.procs[1], handlerLogger, "circuit open", time.Second)
+	t.Logf("B logged the open circuit %v after A", openedOnB.Sub(openedOnA).Round(time.Millisecond))
+	before := f.upstream.count(1, time.Time{}, time.Now().Add(time.Hour))
+	for i := range 5 {
+		if _, err := b.Messages.New(ctx, haiku(model)); !circuitRefusal(err) {
+			t.Fatalf("B, request %d during the cooldown: %v, want the open circuit's refusal", i+1, err)
+		}
+	}
+	if n := f.upstream.count(1, time.Time{}, time.Now().Add(time.Hour)) - before; n != 0 {
+		t.Errorf("B sent %d requests upstream during the cooldown", n)
+	}
+	if _, err := b.Messages.New(ctx, haiku("claude-haiku-4-5")); err != nil {
+		t.Errorf("B, another model: %v", err)
+	}
+
+	time.Sleep(time.Until(openedOnA.Add(cooldown + 200*time.Millisecond)))
+	probeStart := time.Now()
+	var wg sync.WaitGroup
+	var probes, refused atomic.Int32
+	for _, c := range []anthropic.Client{a, b} {
+		for range 8 {
+			wg.Go(func() {
+				_, err := c.Messages.New(ctx, haiku(model), script("200:delay=300ms"))
+				switch {
+				case err == nil:
+					probes.Add(1)
+				case circuitRefusal(err):
+					refused.Add(1)
+				default:
+					t.Errorf("racing request: %v", err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	calls := f.upstream.count(-1, probeStart, time.Now().Add(time.Hour))
+	if calls != 1 || probes.Load() != 1 || refused.Load() != 15 {
+		t.Errorf("after the cooldown: %d upstream calls, %d answered, %d refused; want one probe fleet-wide", calls, probes.Load(), refused.Load())
+	}
+	awaitLog(t, f.procs[0], handlerLogger, "circuit closed", time.Second)
+	awaitLog(t, f.procs[1], handlerLogger, "circuit closed", time.Second)
+	for i, c := range []anthropic.Client{a, b} {
+		if _, err := c.Messages.New(ctx, haiku(model)); err != nil {
+			t.Errorf("instance %d after the probe closed the circuit: %v", i, err)
+		}
+	}
+}
+
+// TestFleetPacingAcrossInstances: the upstream tells instance A that the
+// rate limit of one model and API key is spent for 5 s; within a second,
+// instance B refuses a request for the same model and key without sending
+// it (max_wait is below the reset), and still sends one for another model,
+// and one for the same model with another key.
+func TestFleetPacingAcrossInstances(t *testing.T) {
+	srv := testredis.Start(t)
+	f := startFleet(t, 2, fleetGlobal([]string{srv.URL}, "prefix pacing", "timeout 1s"), directives("max_wait 1s"))
+	a, b := sdkClient(f.procs[0]), sdkClient(f.procs[1])
+	ctx := context.Background()
+	if _, err := a.Messages.New(ctx, haiku("claude-haiku-4-5"), script("200:reset=5")); err != nil {
+		t.Fatal(err)
+	}
+	spent := time.Now()
+	for {
+		_, err := b.Messages.New(ctx, haiku("claude-haiku-4-5"))
+		var aErr *anthropic.Error
+		if errors.As(err, &aErr) && aErr.StatusCode == http.StatusTooManyRequests && strings.Contains(aErr.RawJSON(), "upstream reports the rate limit") {
+			t.Logf("B held the model and key %v after A's response", time.Since(spent).Round(time.Millisecond))
+			break
+		}
+		if err != nil {
+			t.Fatalf("B, same model and key: %v", err)
+		}
+		if time.Since(spent) > time.Second {
+			t.Fatal("B still sends the model and key a second after A learnt its limit is spent")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	held := time.Now()
+	if _, err := b.Messages.New(ctx, haiku("claude-sonnet-4-5")); err != nil {
+		t.Errorf("B, another model: %v", err)
+	}
+	other := sdkClient(f.procs[1], anthropicoption.WithAPIKey("sk-test-another-key"))
+	if _, err := other.Messages.New(ctx, haiku("claude-haiku-4-5")); err != nil {
+		t.Errorf("B, another API key: %v", err)
+	}
+	if n := f.upstream.count(1, held, time.Now().Add(time.Hour)); n != 2 {
+		t.Errorf("B sent %d requests upstream after the hold, want the 2 not held", n)
+	}
+}
+
+// stateReply is GET /ai_resilience/state.
+type stateReply struct {
+	Zones []struct {
+		Zone              string `json:"zone"`
+		Scope             string `json:"scope"`
+		KeyHash           string `json:"key_hash"`
+		RequestsRemaining *int64 `json:"requests_remaining"`
+		TokensRemaining   *int64 `json:"tokens_remaining"`
+	} `json:"zones"`
+	Budgets  []any `json:"budgets"`
+	Circuits []struct {
+		Model string    `json:"model"`
+		State string    `json:"state"`
+		Until time.Time `json:"until"`
+	} `json:"circuits"`
+	Pacing []struct {
+		Model   string    `json:"model"`
+		KeyHash string    `json:"key_hash"`
+		Until   time.Time `json:"until"`
+	} `json:"pacing"`
+	Store struct {
+		Kind    string `json:"kind"`
+		Healthy *bool  `json:"healthy"`
+	} `json:"store"`
+	Instances []struct {
+		ID   string `json:"id"`
+		Self bool   `json:"self"`
+	} `json:"instances"`
+}
+
+// fetchState reads an instance's state from its admin API, and its raw
+// JSON.
+func fetchState(t *testing.T, p *testcaddy.Process) (stateReply, string) {
+	t.Helper()
+	resp, err := testcaddy.Client.Get(p.AdminURL + "/ai_resilience/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("state: status %d, %s: %s", resp.StatusCode, resp.Header.Get("Content-Type"), raw)
+	}
+	var st stateReply
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatalf("state: %v: %s", err, raw)
+	}
+	return st, string(raw)
+}
+
+// TestFleetAdminState reads GET /ai_resilience/state from Caddy's admin API
+// on two instances sharing a store, after instance A spent part of a
+// keyed fleet zone and of an instance zone, opened a circuit and learnt of
+// a spent upstream limit: A reports its zones' keys with what they have
+// left, both report the open circuit and the hold, a healthy Redis and two
+// live instances, and no API key in clear. With Redis gone, the store is
+// reported unhealthy and the instance alone.
+func TestFleetAdminState(t *testing.T) {
+	srv := testredis.Start(t)
+	f := startFleetWith(t, 2, fleetGlobal([]string{srv.URL}, "prefix admin", "timeout 1s"),
+		limitOptions([]string{"retries 0", "max_wait 1s", "circuit_breaker 2 30s"},
+			limitBlock("per-key", "key {http.request.header.X-Api-Key}", "rpm 10"),
+			limitBlock("local", "rpm 100", "tpm 100000", "scope instance")), true)
+	a := sdkClient(f.procs[0])
+	ctx := context.Background()
+	for range 2 {
+		if _, err := a.Messages.New(ctx, haiku("claude-opus-4-1"), script("529")); err == nil {
+			t.Fatal("the scripted failure succeeded")
+		}
+	}
+	if _, err := a.Messages.New(ctx, haiku("claude-haiku-4-5"), script("200:reset=30")); err != nil {
+		t.Fatal(err)
+	}
+	awaitLog(t, f.procs[1], handlerLogger, "circuit open", time.Second)
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if st, _ := fetchState(t, f.procs[0]); len(st.Instances) == 2 || time.Now().After(deadline) {
+			break
+		}
+	}
+
+	for i, p := range f.procs {
+		st, raw := fetchState(t, p)
+		if strings.Contains(raw, testAPIKey) {
+			t.Errorf("instance %d: the state holds the API key in clear: %s", i, raw)
+		}
+		if len(st.Circuits) != 1 || st.Circuits[0].Model != "claude-opus-4-1" || st.Circuits[0].State != "open" || time.Until(st.Circuits[0].Until) < 25*time.Second {
+			t.Errorf("instance %d: circuits %+v, want claude-opus-4-1 open for about 30 s", i, st.Circuits)
+		}
+		if len(st.Pacing) != 1 || st.Pacing[0].Model != "claude-haiku-4-5" || len(st.Pacing[0].KeyHash) != 16 || time.Until(st.Pacing[0].Until) < 25*time.Second {
+			t.Errorf("instance %d: pacing %+v, want claude-haiku-4-5 held for about 30 s", i, st.Pacing)
+		}
+		if st.Store.Kind != "redis" || st.Store.Healthy == nil || !*st.Store.Healthy {
+			t.Errorf("instance %d: store %+v", i, st.Store)
+		}
+		selves := 0
+		for _, in := range st.Instances {
+			if in.Self {
+				selves++
+			}
+		}
+		if len(st.Instances) != 2 || selves != 1 {
+			t.Errorf("instance %d: instances %+v, want two live, one of them itself", i, st.Instances)
+		}
+		if st.Budgets == nil || len(st.Budgets) != 0 {
+			t.Errorf("instance %d: budgets %v, want an empty list", i, st.Budgets)
+		}
+		if i == 1 {
+			if len(st.Zones) != 0 {
+				t.Errorf("B reports zone keys it never saw: %+v", st.Zones)
+			}
+			continue
+		}
+		zones := map[string]string{}
+		for _, z := range st.Zones {
+			switch {
+			case z.Zone == "per-key" && z.Scope == "fleet" && len(z.KeyHash) == 16 && z.RequestsRemaining != nil && *z.RequestsRemaining == 7 && z.TokensRemaining == nil:
+			case z.Zone == "local" && z.Scope == "instance" && z.KeyHash == "" && z.RequestsRemaining != nil && *z.RequestsRemaining == 97 && z.TokensRemaining != nil:
+			default:
+				t.Errorf("A: zone entry %+v", z)
+			}
+			zones[z.Zone] = z.KeyHash
+		}
+		if len(st.Zones) != 2 || zones["per-key"] == st.Pacing[0].KeyHash {
+			t.Errorf("A: zones %+v", st.Zones)
+		}
+	}
+
+	srv.Kill()
+	awaitLog(t, f.procs[0], appLogger, "fleet store unavailable", 3*time.Second)
+	st, _ := fetchState(t, f.procs[0])
+	if st.Store.Healthy == nil || *st.Store.Healthy || len(st.Instances) != 1 || !st.Instances[0].Self {
+		t.Errorf("with Redis gone: store %+v, instances %+v", st.Store, st.Instances)
 	}
 }

@@ -73,13 +73,14 @@ func TestFleetZoneThroughCaddy(t *testing.T) {
 	for i, err := range checkBurstAdmitted(t, g, errs, took, 3) {
 		checkAnthropicLimited(t, fmt.Sprintf("refusal %d", i+1), err, 3)
 	}
-	// Two zone keys, and the live instances' once the first heartbeat is in.
+	// Two zone keys, the live instances' and the key fingerprint once the
+	// first heartbeat is in, and the circuits' once the outcomes are.
 	keys, values := storeKeys(t, srv)
-	for deadline := time.Now().Add(time.Second); len(keys) != 3 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Second); len(keys) != 5 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		keys, values = storeKeys(t, srv)
 	}
-	if len(keys) != 3 {
-		t.Errorf("store keys %q, want the two zones' and the instances'", keys)
+	if len(keys) != 5 {
+		t.Errorf("store keys %q, want the two zones', the instances', the fingerprint and the circuits", keys)
 	}
 	for _, k := range slices.Concat(keys, values) {
 		if strings.Contains(k, testAPIKey) {
@@ -238,12 +239,13 @@ http://127.0.0.1:` + itoa(testproc.FreePort(t)) + ` {
 // TestFleetCluster runs the gateway against a three-node Redis Cluster with
 // the `cluster` setting: requests in a keyed and an unkeyed zone are decided
 // in one script (all their keys in one slot, no CROSSSLOT), and the limits
-// hold.
+// hold; a model's failures open its circuit through the cluster's scripts.
 func TestFleetCluster(t *testing.T) {
 	nodes := testredis.StartCluster(t, 3)
 	g := startGatewayWith(t, setup{
-		global:  fleetGlobal([]string{nodes[0].URL, nodes[1].URL, nodes[2].URL}, "prefix fleet_cluster", "timeout 500ms", "cluster"),
-		options: limitOptions(limitBlock("cluster-org", "rpm 10"), limitBlock("cluster-team", "key {http.request.header.X-Team}", "rpm 2")),
+		global: fleetGlobal([]string{nodes[0].URL, nodes[1].URL, nodes[2].URL}, "prefix fleet_cluster", "timeout 500ms", "cluster"),
+		options: limitOptions([]string{"retries 0", "circuit_breaker 2 30s"},
+			limitBlock("cluster-org", "rpm 10"), limitBlock("cluster-team", "key {http.request.header.X-Team}", "rpm 2")),
 	})
 	ctx := context.Background()
 	red := g.anthropicClient(anthropicHeader("X-Team", "red"))
@@ -263,9 +265,145 @@ func TestFleetCluster(t *testing.T) {
 	if admitted != 4 {
 		t.Errorf("admitted %d, want each team's 2", admitted)
 	}
+	for i := range 2 {
+		failing := g.anthropicClient(anthropicHeader("X-Team", "failing-"+itoa(i)))
+		if _, err := failing.Messages.New(ctx, haiku("claude-opus-4-1"), script("529")); err == nil {
+			t.Fatal("the scripted failure succeeded")
+		}
+	}
+	// The store decides, from outcomes sent in batches a few milliseconds
+	// apart.
+	for deadline := time.Now().Add(time.Second); len(g.logLines(t, "circuit open")) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the circuit did not open within a second of the second failure")
+		}
+	}
+	probe := g.anthropicClient(anthropicHeader("X-Team", "probe"))
+	var aErr *anthropic.Error
+	if _, err := probe.Messages.New(ctx, haiku("claude-opus-4-1")); !errors.As(err, &aErr) || !strings.Contains(aErr.RawJSON(), "circuit breaker is open") {
+		t.Errorf("after two failures: %v, want the open circuit's refusal", err)
+	}
 	for _, e := range g.Logs(t, appLogger) {
 		if e["msg"] == "fleet store unavailable" {
 			t.Errorf("the cluster store failed: %v", e)
 		}
+	}
+}
+
+// TestStateSurvivesReload spends a keyed zone, opens a circuit and records
+// a pacing hold, then reloads Caddy with the same config: the zone still
+// refuses, the circuit still refuses its model, and the hold still holds
+// its model and key, none with a call upstream, with and without a fleet
+// store. Each part uses its own zone key, so that only its own state can
+// refuse it.
+func TestStateSurvivesReload(t *testing.T) {
+	for _, c := range []struct{ name, global string }{
+		{"instance", ""},
+		{"fleet", "store"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			global := ""
+			if c.global != "" {
+				srv := testredis.Start(t)
+				global = fleetGlobal([]string{srv.URL}, "prefix reload_state", "timeout 500ms")
+			}
+			g := startGatewayWith(t, setup{
+				global: global,
+				options: limitOptions([]string{"retries 0", "max_wait 1s", "circuit_breaker 2 30s"},
+					limitBlock("reload-team", "key {http.request.header.X-Team}", "rpm 2")),
+			})
+			ctx := context.Background()
+			team := func(name string) anthropic.Client { return g.anthropicClient(anthropicHeader("X-Team", name)) }
+			spent := team("spent")
+			for range 2 {
+				if _, err := spent.Messages.New(ctx, haiku("claude-haiku-4-5")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			failing := team("failing")
+			for range 2 {
+				if _, err := failing.Messages.New(ctx, haiku("claude-opus-4-1"), script("529")); err == nil {
+					t.Fatal("the scripted failure succeeded")
+				}
+			}
+			paced := team("paced")
+			if _, err := paced.Messages.New(ctx, haiku("claude-sonnet-4-5"), script("200:reset=30")); err != nil {
+				t.Fatal(err)
+			}
+
+			// With a store, the store opens the circuit from outcomes sent
+			// a few milliseconds later.
+			for deadline := time.Now().Add(time.Second); len(g.logLines(t, "circuit open")) == 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the circuit did not open")
+				}
+			}
+
+			g.Reload(t)
+			// For a moment after a reload, the old config's server may
+			// still accept a connection on the shared listener and close
+			// it, and it has closed the clients' idle connections; the
+			// SDKs' retries are off.
+			time.Sleep(300 * time.Millisecond)
+			http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+			calls := len(g.mock.Calls())
+			_, err := spent.Messages.New(ctx, haiku("claude-haiku-4-5"))
+			checkAnthropicLimited(t, "the spent zone key after the reload", err, 2)
+			var aErr *anthropic.Error
+			probe, held, fresh := team("probe"), team("held"), team("fresh")
+			if _, err := probe.Messages.New(ctx, haiku("claude-opus-4-1")); !errors.As(err, &aErr) || !strings.Contains(aErr.RawJSON(), "circuit breaker is open") {
+				t.Errorf("the failing model after the reload: %v, want its open circuit's refusal", err)
+			}
+			if _, err := held.Messages.New(ctx, haiku("claude-sonnet-4-5")); !errors.As(err, &aErr) || !strings.Contains(aErr.RawJSON(), "upstream reports the rate limit") {
+				t.Errorf("the held model and key after the reload: %v, want the hold's refusal", err)
+			}
+			if n := len(g.mock.Calls()) - calls; n != 0 {
+				t.Errorf("%d calls upstream after the reload, want none", n)
+			}
+			if _, err := fresh.Messages.New(ctx, haiku("claude-haiku-4-5")); err != nil {
+				t.Errorf("a fresh key and model after the reload: %v", err)
+			}
+		})
+	}
+}
+
+// TestFleetOutageCircuitsLocal kills the store under a gateway whose zones
+// and circuits are the fleet's: no request fails because of it, and the
+// circuit breaker keeps working on this instance alone: two failures open
+// the model's circuit, and the next request for it is refused without a
+// call upstream, while another model is served.
+func TestFleetOutageCircuitsLocal(t *testing.T) {
+	srv := testredis.Start(t)
+	g := startGatewayWith(t, setup{
+		global:  fleetGlobal([]string{srv.URL}, "prefix outage_circuits", "timeout 200ms"),
+		options: limitOptions([]string{"retries 0", "circuit_breaker 2 30s"}, limitBlock("outage-org", "rpm 1000")),
+	})
+	client := g.anthropicClient()
+	ctx := context.Background()
+	srv.Kill()
+	for i := range 5 {
+		if _, err := client.Messages.New(ctx, haiku("claude-haiku-4-5")); err != nil {
+			t.Fatalf("request %d with the store gone: %v", i+1, err)
+		}
+	}
+	for range 2 {
+		var aErr *anthropic.Error
+		if _, err := client.Messages.New(ctx, haiku("claude-opus-4-1"), script("529")); !errors.As(err, &aErr) || aErr.StatusCode != 529 || strings.Contains(aErr.RawJSON(), "circuit") {
+			t.Fatalf("scripted failure: %v, want the upstream's 529", err)
+		}
+	}
+	calls := len(g.mock.Calls())
+	var aErr *anthropic.Error
+	if _, err := client.Messages.New(ctx, haiku("claude-opus-4-1")); !errors.As(err, &aErr) || !strings.Contains(aErr.RawJSON(), "circuit breaker is open") {
+		t.Errorf("the failing model with the store gone: %v, want its open circuit's refusal", err)
+	}
+	if n := len(g.mock.Calls()) - calls; n != 0 {
+		t.Errorf("%d calls upstream for the open circuit", n)
+	}
+	if _, err := client.Messages.New(ctx, haiku("claude-haiku-4-5")); err != nil {
+		t.Errorf("another model with the store gone: %v", err)
+	}
+	if !slices.ContainsFunc(g.Logs(t, appLogger), func(e map[string]any) bool { return e["msg"] == "fleet store unavailable" }) {
+		t.Error("no warn line for the outage")
 	}
 }

@@ -673,14 +673,15 @@ func TestLimitZoneSharedAcrossHandlers(t *testing.T) {
 // TestLimitPacedRefusalGivesBackZone: a request the gateway refuses because
 // the upstream said its limit is spent never goes upstream, so it gives
 // back what it took in its zones (Admission.Cancel). Route b shares the
-// zone but has not been told to pace, so it shows the zone's state without
-// waiting for the upstream's reset.
+// zone; its requests carry another API key, whose limit the upstream did
+// not report spent, so it shows the zone's state without waiting for the
+// upstream's reset.
 func TestLimitPacedRefusalGivesBackZone(t *testing.T) {
 	options := limitOptions([]string{"max_wait 1s"}, limitBlock("paced-refund", "rpm 2"))
 	g := startLimitRoutes(t, options, options)
 	ctx := context.Background()
 	a := g.openaiClient(openaioption.WithBaseURL(g.URL + "/a/v1"))
-	b := g.openaiClient(openaioption.WithBaseURL(g.URL + "/b/v1"))
+	b := g.openaiClient(openaioption.WithBaseURL(g.URL+"/b/v1"), openaioption.WithAPIKey("sk-test-another-key"))
 	if _, err := a.Chat.Completions.New(ctx, chatParams("gpt-4o-mini"), openaiScript("200:reset=5")); err != nil {
 		t.Fatal(err)
 	}

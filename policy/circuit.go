@@ -217,6 +217,13 @@ type CircuitBreaker struct {
 	models sync.Map // model name → *circuit; read without locking
 	mu     sync.Mutex
 	n      int // entries in models; guarded by mu, as are inserts and deletes
+
+	// shared is the fleet's store, nil when this instance decides alone
+	// (see NewFleetCircuitBreaker), and id names this breaker as the
+	// holder of a fleet probe.
+	shared CircuitStore
+	id     string
+	notify atomic.Pointer[func(Transition)]
 }
 
 // circuit is one model's state. Its fields change only under mu; word is
@@ -235,6 +242,14 @@ type circuit struct {
 	inFlight int  // half-open: probes out
 	passed   int  // half-open: probes that succeeded
 	dropped  bool // removed from the table to make room; no longer consulted
+
+	// In a fleet: storeGen is the store's generation of the state shown,
+	// 0 when this instance decided the state on its own; mine is true
+	// when the state is the store's half-open and this breaker holds its
+	// probe; claiming is true while a claim of the probe is on its way.
+	storeGen uint64
+	mine     bool
+	claiming bool
 }
 
 // outcomeBucket counts one slice of the failure-rate window.
@@ -285,6 +300,12 @@ func (cb *CircuitBreaker) Allow(model string) (Permit, Transition) {
 			c.mu.Unlock()
 			continue
 		}
+		if cb.fleetDecides() {
+			if p, tr, ok := cb.allowShared(model, c); ok {
+				c.mu.Unlock()
+				return p, tr
+			}
+		}
 		p, tr := cb.allowLocked(model, c)
 		c.mu.Unlock()
 		return p, tr
@@ -322,7 +343,7 @@ func (cb *CircuitBreaker) allowLocked(model string, c *circuit) (Permit, Transit
 // transition it caused, if any. An outcome whose attempt started in an
 // earlier state of the circuit is ignored.
 func (cb *CircuitBreaker) Record(p Permit, o Outcome) Transition {
-	if !p.Allowed {
+	if !p.Allowed || cb.fleetDecides() && cb.recordShared(p, o) {
 		return Transition{}
 	}
 	for {
@@ -415,18 +436,27 @@ func (c *circuit) slice(slot int64) *outcomeBucket {
 	return b
 }
 
-// move puts c in state to with a new generation, so that every permit given
-// before is stale, and sets up the state. c.mu is held.
+// move puts c in state to, decided by this breaker, for a cooldown from
+// now when it is open or half-open. c.mu is held.
 func (cb *CircuitBreaker) move(model string, c *circuit, to CircuitState, now time.Time) Transition {
+	return cb.enter(model, c, to, now.Add(cb.s.Cooldown))
+}
+
+// enter puts c in state to with a new generation, so that every permit
+// given before is stale, and sets up the state: until is the end of the
+// cooldown or of the probes' allowance. The state counts as decided here
+// until the caller says otherwise. c.mu is held.
+func (cb *CircuitBreaker) enter(model string, c *circuit, to CircuitState, until time.Time) Transition {
 	gen, from := c.load()
 	gen++
 	c.word.Store(gen<<2 | uint64(to))
+	c.storeGen, c.mine = 0, false
 	switch to {
 	case CircuitOpen:
-		c.until = now.Add(cb.s.Cooldown)
+		c.until = until
 		c.consecutive = 0
 	case CircuitHalfOpen:
-		c.until = now.Add(cb.s.Cooldown)
+		c.until = until
 		c.inFlight, c.passed = 0, 0
 	case CircuitClosed:
 		c.consecutive = 0

@@ -95,7 +95,9 @@ func Admit(demands []Demand, tokens int64, maxWait time.Duration, now time.Time)
 	tokens = max(tokens, 0)
 	maxWait = max(maxWait, 0)
 	var shared SharedStore
+	t := now.UnixNano()
 	for _, d := range demands {
+		d.Zone.touch(d.Key, t)
 		if !(bucket{capacity: d.Zone.cfg.TPM}).fits(tokens) {
 			return Admission{}, 0, &Refusal{Zone: d.Zone.cfg.Name, Never: true, Status: d.Zone.Status(d.Key, now)}
 		}

@@ -33,6 +33,12 @@ type SharedStore interface {
 	Adjust(cs []Charge)
 	// Health reports the store's state as last observed.
 	Health() StoreHealth
+	// KeyName returns the name the store gives the buckets of a key value
+	// (a hash: no value reaches the store), for Peek.
+	KeyName(key string) string
+	// Peek reads, in one call and without taking anything, the debts of
+	// zone's buckets for keys named by KeyName into debts.
+	Peek(zone string, names []string, debts []Debt) error
 }
 
 // Charge is what one request asks of one fleet zone's two buckets.

@@ -60,6 +60,10 @@ type Zone struct {
 	// this instance's part of each, the capacity divided by the live
 	// instances it last saw.
 	share atomic.Pointer[share]
+	// recent are keys the zone saw lately, for reports of its state, as
+	// label names them; nil label remembers none.
+	recent recentKeys
+	label  func(key string) string
 }
 
 // share is a fleet zone's local stand-in, sized for a number of instances.
@@ -76,7 +80,7 @@ func NewZone(cfg ZoneConfig) (*Zone, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Zone{cfg: cfg, store: newLocalStore(cfg, time.Now())}, nil
+	return &Zone{cfg: cfg, store: newLocalStore(cfg, time.Now()), recent: newRecentKeys()}, nil
 }
 
 // NewSharedZone checks cfg and returns a fleet zone whose buckets live in
@@ -86,7 +90,7 @@ func NewSharedZone(cfg ZoneConfig, shared SharedStore) (*Zone, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Zone{cfg: cfg, shared: shared}, nil
+	return &Zone{cfg: cfg, shared: shared, recent: newRecentKeys()}, nil
 }
 
 // check validates cfg and fills in its defaults.
@@ -112,6 +116,17 @@ func (cfg ZoneConfig) check() (ZoneConfig, error) {
 		cfg.MaxKeys = DefaultMaxKeys
 	}
 	return cfg, nil
+}
+
+// Shared reports whether the zone's buckets live in a fleet's store.
+func (z *Zone) Shared() bool { return z.shared != nil }
+
+// LabelKeys has the zone remember the keys it sees lately, for Keys, named
+// by label (KeyHash, say), which must not reveal a key. It is set once,
+// before the zone is used.
+func (z *Zone) LabelKeys(label func(key string) string) *Zone {
+	z.label = label
+	return z
 }
 
 // Config returns the zone's configuration with defaults filled in. A config
@@ -170,6 +185,109 @@ func (z *Zone) charge(key string, requests, tokens int64, bound time.Duration, f
 		c.Tokens = Unlimited
 	}
 	return c
+}
+
+// recentSlots is how many keys a zone remembers for reports of its state,
+// which bounds what a report shows of one zone.
+const recentSlots = 128
+
+// recentHold is how long a key keeps its place among a zone's recent keys
+// after it was last seen: a key seen since keeps it, and a busy zone's
+// places stay with its active keys rather than turning over at every
+// request.
+const recentHold = time.Second
+
+// recentKeys remembers keys a zone saw lately, without keeping any key: a
+// fixed table of places, a key's place chosen by its hash, each holding
+// the key's label and what the zone's store needs to read its buckets.
+// Seeing a key already in its place costs a hash and an atomic read.
+type recentKeys struct {
+	seed   maphash.Seed
+	places *[recentSlots]atomic.Pointer[recentKey]
+}
+
+// recentKey is one remembered key.
+type recentKey struct {
+	hash  uint64 // the key's hash under recentKeys.seed
+	label string // Zone.label(key)
+	local uint64 // an instance zone's hash of the key in its store
+	name  string // a fleet zone's name of the key in its store
+	seen  atomic.Int64
+}
+
+func newRecentKeys() recentKeys {
+	return recentKeys{seed: maphash.MakeSeed(), places: new([recentSlots]atomic.Pointer[recentKey])}
+}
+
+// touch notes that key was seen at now (Unix ns). A key whose place holds
+// another key seen within recentHold is not remembered.
+func (z *Zone) touch(key string, now int64) {
+	if z.label == nil {
+		return
+	}
+	h := maphash.String(z.recent.seed, key)
+	place := &z.recent.places[h%recentSlots]
+	if e := place.Load(); e != nil {
+		seen := e.seen.Load()
+		if e.hash == h {
+			if now-seen > int64(recentHold)/4 {
+				// Rarely, so a hot key's place is not written at every
+				// request from every core.
+				e.seen.Store(now)
+			}
+			return
+		}
+		if now-seen < int64(recentHold) {
+			return
+		}
+	}
+	e := &recentKey{hash: h, label: z.label(key)}
+	if z.store != nil {
+		e.local = maphash.String(z.store.seed, key)
+	} else {
+		e.name = z.shared.KeyName(key)
+	}
+	e.seen.Store(now)
+	place.Store(e)
+}
+
+// KeyStatus is the state of one key of a zone, as Keys reports it.
+type KeyStatus struct {
+	// Label is the key's label, "" for a zone without a key.
+	Label  string
+	Status ZoneStatus
+}
+
+// Keys reports the state of the keys the zone saw lately (at most
+// recentSlots of them) at now, with no key in clear. A fleet zone reads
+// them from its store in one call; when the store cannot answer, it shows
+// the zone's limits with nothing known to be taken.
+func (z *Zone) Keys(now time.Time) []KeyStatus {
+	var recent []*recentKey
+	for i := range z.recent.places {
+		if e := z.recent.places[i].Load(); e != nil {
+			recent = append(recent, e)
+		}
+	}
+	out := make([]KeyStatus, len(recent))
+	if z.store != nil {
+		for i, e := range recent {
+			out[i] = KeyStatus{Label: e.label, Status: z.store.statusOf(e.local, now)}
+		}
+		return out
+	}
+	names := make([]string, len(recent))
+	for i, e := range recent {
+		names[i] = e.name
+	}
+	debts := make([]Debt, len(recent))
+	if z.shared.Health().Down || z.shared.Peek(z.cfg.Name, names, debts) != nil {
+		clear(debts)
+	}
+	for i, e := range recent {
+		out[i] = KeyStatus{Label: e.label, Status: z.statusOfDebt(debts[i])}
+	}
+	return out
 }
 
 // Status reads key's buckets at now: for a refusal's rate-limit headers,
@@ -339,7 +457,13 @@ func (s *localStore) Adjust(key string, requests, tokens int64, now time.Time) {
 
 // Status reads key's buckets at now.
 func (s *localStore) Status(key string, now time.Time) ZoneStatus {
-	t, h, sh := s.locate(key, now)
+	_, h, _ := s.locate(key, now)
+	return s.statusOf(h, now)
+}
+
+// statusOf reads the buckets of the key whose hash is h at now.
+func (s *localStore) statusOf(h uint64, now time.Time) ZoneStatus {
+	t, sh := int64(now.Sub(s.epoch)), &s.shards[h>>s.shift]
 	sh.mu.Lock()
 	_, st := sh.get(h, t)
 	sh.mu.Unlock()

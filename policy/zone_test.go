@@ -307,3 +307,31 @@ func measureMemoryPerKey(t testing.TB, n int) float64 {
 	runtime.KeepAlive(s)
 	return float64(after.HeapAlloc-before.HeapAlloc) / float64(s.len())
 }
+
+// TestZoneKeys reports the keys a zone saw lately, by label only, with
+// their state, at most recentSlots of them.
+func TestZoneKeys(t *testing.T) {
+	z, _ := newTestZone(t, ZoneConfig{Name: "per-key", RPM: 10})
+	z.LabelKeys(func(k string) string { return "hash-of-" + k[len(k)-1:] })
+	now := time.Now()
+	for range 3 {
+		Admit([]Demand{{Zone: z, Key: "sk-secret-a"}}, 0, 0, now)
+	}
+	Admit([]Demand{{Zone: z, Key: "sk-secret-b"}}, 0, 0, now)
+	got := map[string]int64{}
+	for _, k := range z.Keys(now) {
+		got[k.Label] = k.Status.RequestsRemaining
+	}
+	if len(got) != 2 || got["hash-of-a"] != 7 || got["hash-of-b"] != 9 {
+		t.Errorf("keys %v", got)
+	}
+	for i := range 10 * recentSlots {
+		Admit([]Demand{{Zone: z, Key: fmt.Sprint("key-", i)}}, 0, 0, now.Add(time.Duration(i)*time.Second))
+	}
+	if n := len(z.Keys(now)); n > recentSlots || n < recentSlots/2 {
+		t.Errorf("%d keys reported, want up to %d", n, recentSlots)
+	}
+	if unlabelled, _ := newTestZone(t, ZoneConfig{Name: "unlabelled", RPM: 1}); len(unlabelled.Keys(now)) != 0 {
+		t.Error("a zone without labels reported keys")
+	}
+}

@@ -91,6 +91,10 @@ type Instance struct {
 	// Admin serves Caddy's admin API on a free loopback port; otherwise it
 	// is off.
 	Admin bool
+	// Storage is a storage directory to share with other instances, as
+	// the instances of a fleet share Caddy's storage (and with it the key
+	// they hash credentials with); empty gives the instance its own.
+	Storage string
 }
 
 // Process is a running Caddy process.
@@ -141,7 +145,11 @@ func newProcess(t testing.TB, in Instance) *Process {
 		p.AdminURL = fmt.Sprintf("http://127.0.0.1:%d", adminPort)
 	}
 	logPath := filepath.Join(dir, "caddy.log")
-	caddyfile := caddyfileFor(admin+in.Global, filepath.Join(dir, "storage"), logPath, "INFO", port, in.Site)
+	storage := in.Storage
+	if storage == "" {
+		storage = filepath.Join(dir, "storage")
+	}
+	caddyfile := caddyfileFor(admin+in.Global, storage, logPath, "INFO", port, in.Site)
 	if err := os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte(caddyfile), 0o644); err != nil {
 		t.Fatal(err)
 	}
