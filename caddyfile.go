@@ -1,6 +1,8 @@
 package airesilience
 
 import (
+	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
+	"github.com/ai-resilience/caddy-ai-resilience/handlers"
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
 	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 )
@@ -72,7 +75,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	chainOf := make(map[string]int) // model → the line of the fallback chain naming it
+	var chainLines []int // the line of each fallback chain
 	for d.NextBlock(0) {
 		var err error
 		switch d.Val() {
@@ -109,7 +112,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "idle_timeout":
 			err = parseDuration(d, &h.IdleTimeout)
 		case "fallback":
-			err = h.parseFallback(d, chainOf)
+			err = h.parseFallback(d, &chainLines)
 		case "client_retries":
 			var v string
 			if v, err = oneArg(d); err == nil && v != "allow" && v != "deny" {
@@ -153,7 +156,29 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
+	// The settings that cannot work together: the same checks as the
+	// module's, run on a copy so that the defaults they fill in stay out
+	// of the adapted JSON, and reported at the block's end.
+	if err := checkCombination(h.Config); err != nil {
+		return d.Errf("%v", err)
+	}
 	return nil
+}
+
+// checkCombination provisions and validates a deep copy of cfg.
+func checkCombination(cfg handlers.Config) error {
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	var c handlers.Config
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return err
+	}
+	if err := c.Provision(); err != nil {
+		return err
+	}
+	return c.Validate()
 }
 
 // oneArg returns the single argument of the current subdirective.
@@ -217,7 +242,7 @@ func (h *Handler) parseBackoff(d *caddyfile.Dispenser) error {
 	if len(args) < 1 || len(args) > 2 {
 		return d.Errf("backoff takes a base and an optional max duration, e.g. `backoff 500ms 8s`")
 	}
-	b := &Backoff{}
+	b := &handlers.Backoff{}
 	for i, dst := range []*caddy.Duration{&b.Base, &b.Max}[:len(args)] {
 		dur, err := caddy.ParseDuration(args[i])
 		if err != nil || dur <= 0 {
@@ -225,8 +250,8 @@ func (h *Handler) parseBackoff(d *caddyfile.Dispenser) error {
 		}
 		*dst = caddy.Duration(dur)
 	}
-	if b.Max != 0 && b.Max < b.Base {
-		return d.Errf("backoff max %s is below its base %s", args[1], args[0])
+	if err := b.Check(); err != nil {
+		return d.Errf("%v", err)
 	}
 	h.Backoff = b
 	return nil
@@ -239,7 +264,10 @@ func (h *Handler) parseRetryOn(d *caddyfile.Dispenser) error {
 	}
 	for _, a := range args {
 		code, err := strconv.Atoi(a)
-		if err != nil || code < 100 || code > 599 {
+		if err == nil {
+			_, err = policy.NewRetryOn([]int{code})
+		}
+		if err != nil {
 			return d.Errf("bad retry_on status %q: use HTTP status codes from 100 to 599", a)
 		}
 		h.RetryOn = append(h.RetryOn, code)
@@ -247,22 +275,21 @@ func (h *Handler) parseRetryOn(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func (h *Handler) parseFallback(d *caddyfile.Dispenser, chainOf map[string]int) error {
-	line := d.Line()
+func (h *Handler) parseFallback(d *caddyfile.Dispenser, chainLines *[]int) error {
 	chain := d.RemainingArgs()
 	if len(chain) < 2 {
 		return d.Errf("fallback needs a model and at least one model to use when it is unavailable, e.g. `fallback claude-opus-4-5 claude-sonnet-4-5`")
 	}
-	for _, model := range chain {
-		if prev, dup := chainOf[model]; dup {
-			if prev == line {
-				return d.Errf("model %q appears twice in this fallback chain (%s)", model, strings.Join(chain, " "))
-			}
-			return d.Errf("model %q is already in the fallback chain on line %d; a model may appear in one chain only, so merge the chains", model, prev)
+	chains := append(h.Fallback[:len(h.Fallback):len(h.Fallback)], chain)
+	if _, err := policy.NewFallbacks(chains); err != nil {
+		var repeated *policy.RepeatedModelError
+		if errors.As(err, &repeated) && repeated.Chain != repeated.Earlier {
+			return d.Errf("model %q is already in the fallback chain on line %d; a model may appear in one chain only, so merge the chains", repeated.Model, (*chainLines)[repeated.Earlier])
 		}
-		chainOf[model] = line
+		return d.Errf("%v", err)
 	}
-	h.Fallback = append(h.Fallback, chain)
+	h.Fallback = chains
+	*chainLines = append(*chainLines, d.Line())
 	return nil
 }
 
@@ -306,7 +333,7 @@ func (h *Handler) parseMaxTokens(d *caddyfile.Dispenser) error {
 	if err != nil || n <= 0 {
 		return d.Errf("bad max_tokens %q: use a positive whole number of tokens", args[0])
 	}
-	mt := &MaxTokens{Limit: n}
+	mt := &handlers.MaxTokens{Limit: n}
 	if len(args) == 2 {
 		if _, err := policy.ParseCapMode(args[1]); err != nil {
 			return d.Errf("%v", err)
@@ -321,7 +348,7 @@ func (h *Handler) parseModel(d *caddyfile.Dispenser) error {
 	if !d.NextArg() {
 		return d.Errf("model needs a name, e.g. `model claude-opus-4-5* { context_window 200000 }`")
 	}
-	facts := ModelFacts{Name: d.Val()}
+	facts := handlers.ModelFacts{Name: d.Val()}
 	if d.NextArg() {
 		return d.Errf("model takes one name and a block, got another argument: %q", d.Val())
 	}
@@ -339,11 +366,8 @@ func (h *Handler) parseModel(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
-	if facts.ContextWindow == 0 && facts.MaxOutput == 0 {
-		return d.Errf("model %s sets nothing: give it context_window and/or max_output in a block", facts.Name)
-	}
-	if facts.ContextWindow != 0 && facts.MaxOutput > facts.ContextWindow {
-		return d.Errf("model %s: max_output %d is larger than its context_window %d", facts.Name, facts.MaxOutput, facts.ContextWindow)
+	if err := facts.Check(); err != nil {
+		return d.Errf("%v", err)
 	}
 	h.Model = append(h.Model, facts)
 	return nil
@@ -352,7 +376,7 @@ func (h *Handler) parseModel(d *caddyfile.Dispenser) error {
 func (h *Handler) parseCircuitBreaker(d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
 	if len(args) == 1 && args[0] == "off" {
-		h.CircuitBreaker = &CircuitBreaker{Off: true}
+		h.CircuitBreaker = &handlers.CircuitBreaker{Off: true}
 		return nil
 	}
 	if len(args) != 2 {
@@ -366,7 +390,7 @@ func (h *Handler) parseCircuitBreaker(d *caddyfile.Dispenser) error {
 	if err != nil || cooldown <= 0 {
 		return d.Errf("bad circuit_breaker cooldown %q: use a duration such as 30s", args[1])
 	}
-	cb := &CircuitBreaker{Failures: n, Cooldown: caddy.Duration(cooldown)}
+	cb := &handlers.CircuitBreaker{Failures: n, Cooldown: caddy.Duration(cooldown)}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "failure_rate":
@@ -418,7 +442,7 @@ func parsePercent(v string) (float64, bool) {
 func (h *Handler) parseRetryBudget(d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
 	if len(args) == 1 && args[0] == "off" {
-		h.RetryBudget = &RetryBudget{Off: true}
+		h.RetryBudget = &handlers.RetryBudget{Off: true}
 		return nil
 	}
 	if len(args) < 1 || len(args) > 2 {
@@ -428,7 +452,7 @@ func (h *Handler) parseRetryBudget(d *caddyfile.Dispenser) error {
 	if !ok {
 		return d.Errf("bad retry_budget percentage %q: use a number such as 20%%", args[0])
 	}
-	b := &RetryBudget{Percent: pct}
+	b := &handlers.RetryBudget{Percent: pct}
 	if len(args) == 2 {
 		floor, err := strconv.ParseFloat(args[1], 64)
 		if err != nil || floor < 0 {
@@ -444,14 +468,12 @@ func (h *Handler) parseLimit(d *caddyfile.Dispenser) error {
 	if !d.NextArg() {
 		return d.Errf("limit needs a zone name and a block, e.g. `limit org { rpm 50 }`")
 	}
-	z := LimitZone{Zone: d.Val()}
+	z := handlers.LimitZone{Zone: d.Val()}
 	if d.NextArg() {
 		return d.Errf("limit takes one zone name and a block, got another argument: %q", d.Val())
 	}
-	for _, other := range h.Limit {
-		if other.Zone == z.Zone {
-			return d.Errf("zone %q is limited twice in this handler; merge the blocks", z.Zone)
-		}
+	if err := handlers.CheckZoneName(h.Limit, z.Zone); err != nil {
+		return d.Errf("%v", err)
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		var err error
@@ -480,8 +502,8 @@ func (h *Handler) parseLimit(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
-	if z.RPM == 0 && z.TPM == 0 {
-		return d.Errf("limit %s sets neither rpm nor tpm", z.Zone)
+	if err := z.Config().Check(); err != nil {
+		return d.Errf("%v", err)
 	}
 	h.Limit = append(h.Limit, z)
 	return nil

@@ -185,6 +185,10 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"circuit_breaker setting unknown", "\tcircuit_breaker 5 30s {\n\t\tprobe 2\n\t}", 3, []string{`"probe"`, "failure_rate, window, min_calls or probes"}},
 		{"retry_budget percent", "\tretry_budget lots", 2, []string{"retry_budget", `"lots"`}},
 		{"retry_budget floor", "\tretry_budget 20% -1", 2, []string{"retry_budget", `"-1"`}},
+		// Settings that cannot work together are reported at the block's end.
+		{"max_buffered below max_body", "\tmax_body 1MB\n\tmax_buffered 512KB", 4, []string{"max_buffered", "below max_body"}},
+		{"attempt_timeout over deadline", "\tdeadline 1m\n\tattempt_timeout 10m", 4, []string{"attempt_timeout", "deadline"}},
+		{"default over the ceiling", "\tmax_tokens 1000\n\tdefault_max_tokens 100000", 4, []string{"default_max_tokens", "100000", "1000"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			block := "ai_resilience {\n" + c.lines + "\n}"

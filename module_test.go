@@ -75,7 +75,7 @@ func TestProvisionDefaultsAreTheSpec(t *testing.T) {
 
 func TestProvisionKeepsWhatIsSet(t *testing.T) {
 	zero := 0
-	h := Handler{Retries: &zero, Backoff: &Backoff{Base: caddy.Duration(10 * time.Second)}, ClientRetries: "allow"}
+	h := Handler{Config: handlers.Config{Retries: &zero, Backoff: &handlers.Backoff{Base: caddy.Duration(10 * time.Second)}, ClientRetries: "allow"}}
 	if _, err := provision(t, &h); err != nil {
 		t.Fatal(err)
 	}
@@ -118,10 +118,10 @@ func TestProvisionRejectsBadJSON(t *testing.T) {
 		h    Handler
 		hint string
 	}{
-		{"provider", Handler{Provider: "gemini"}, "provider"},
-		{"retry_on status", Handler{RetryOn: []int{429, 600}}, "600"},
-		{"fallback of one", Handler{Fallback: [][]string{{"a"}}}, "at least two"},
-		{"model in two chains", Handler{Fallback: [][]string{{"a", "b"}, {"c", "a"}}}, `"a"`},
+		{"provider", Handler{Config: handlers.Config{Provider: "gemini"}}, "provider"},
+		{"retry_on status", Handler{Config: handlers.Config{RetryOn: []int{429, 600}}}, "600"},
+		{"fallback of one", Handler{Config: handlers.Config{Fallback: [][]string{{"a"}}}}, "at least two"},
+		{"model in two chains", Handler{Config: handlers.Config{Fallback: [][]string{{"a", "b"}, {"c", "a"}}}}, `"a"`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := provision(t, &c.h)
@@ -140,19 +140,19 @@ func TestValidateRejectsBadCombinations(t *testing.T) {
 		h    Handler
 		hint string
 	}{
-		{"attempt_timeout over deadline", Handler{AttemptTimeout: caddy.Duration(2 * time.Minute), Deadline: caddy.Duration(time.Minute)}, "attempt_timeout"},
-		{"backoff max below base", Handler{Backoff: &Backoff{Base: caddy.Duration(2 * time.Second), Max: caddy.Duration(time.Second)}}, "below its base"},
-		{"client_retries", Handler{ClientRetries: "sometimes"}, "allow or deny"},
-		{"negative retries", Handler{Retries: &negative}, "retries"},
-		{"negative max_body", Handler{MaxBody: -1}, "max_body"},
-		{"negative max_buffered", Handler{MaxBuffered: -1}, "max_buffered"},
-		{"max_buffered below max_body", Handler{MaxBody: 64 << 20, MaxBuffered: 32 << 20}, "below max_body"},
-		{"negative deadline", Handler{Deadline: caddy.Duration(-time.Second)}, "deadline"},
-		{"negative max_wait", Handler{MaxWait: caddy.Duration(-time.Second)}, "max_wait"},
-		{"negative attempt_timeout", Handler{AttemptTimeout: caddy.Duration(-time.Second)}, "attempt_timeout"},
-		{"negative idle_timeout", Handler{IdleTimeout: caddy.Duration(-time.Second)}, "idle_timeout"},
-		{"circuit_breaker failure_rate", Handler{CircuitBreaker: &CircuitBreaker{FailureRate: &overHundred}}, "failure_rate"},
-		{"circuit_breaker probes", Handler{CircuitBreaker: &CircuitBreaker{Probes: -1}}, "probes"},
+		{"attempt_timeout over deadline", Handler{Config: handlers.Config{AttemptTimeout: caddy.Duration(2 * time.Minute), Deadline: caddy.Duration(time.Minute)}}, "attempt_timeout"},
+		{"backoff max below base", Handler{Config: handlers.Config{Backoff: &handlers.Backoff{Base: caddy.Duration(2 * time.Second), Max: caddy.Duration(time.Second)}}}, "below its base"},
+		{"client_retries", Handler{Config: handlers.Config{ClientRetries: "sometimes"}}, "allow or deny"},
+		{"negative retries", Handler{Config: handlers.Config{Retries: &negative}}, "retries"},
+		{"negative max_body", Handler{Config: handlers.Config{MaxBody: -1}}, "max_body"},
+		{"negative max_buffered", Handler{Config: handlers.Config{MaxBuffered: -1}}, "max_buffered"},
+		{"max_buffered below max_body", Handler{Config: handlers.Config{MaxBody: 64 << 20, MaxBuffered: 32 << 20}}, "below max_body"},
+		{"negative deadline", Handler{Config: handlers.Config{Deadline: caddy.Duration(-time.Second)}}, "deadline"},
+		{"negative max_wait", Handler{Config: handlers.Config{MaxWait: caddy.Duration(-time.Second)}}, "max_wait"},
+		{"negative attempt_timeout", Handler{Config: handlers.Config{AttemptTimeout: caddy.Duration(-time.Second)}}, "attempt_timeout"},
+		{"negative idle_timeout", Handler{Config: handlers.Config{IdleTimeout: caddy.Duration(-time.Second)}}, "idle_timeout"},
+		{"circuit_breaker failure_rate", Handler{Config: handlers.Config{CircuitBreaker: &handlers.CircuitBreaker{FailureRate: &overHundred}}}, "failure_rate"},
+		{"circuit_breaker probes", Handler{Config: handlers.Config{CircuitBreaker: &handlers.CircuitBreaker{Probes: -1}}}, "probes"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if _, err := provision(t, &c.h); err != nil {

@@ -71,7 +71,7 @@ type taken struct {
 // from their pools into cfg, creating them when no loaded config has them.
 // The retry budget is always this instance's own; circuits and holds are
 // the fleet's when the ai_resilience app has a store.
-func (h *Handler) loadState(ctx caddy.Context, cfg *handlers.Config) error {
+func (h *Handler) loadState(ctx caddy.Context, deps *handlers.Deps) error {
 	app, err := fleetApp(ctx)
 	if err != nil {
 		return err
@@ -80,14 +80,14 @@ func (h *Handler) loadState(ctx caddy.Context, cfg *handlers.Config) error {
 	storeKey := ""
 	if app != nil && app.store != nil {
 		store, storeKey = app.store, "\x00store="+app.storeKey
-		store.SetKeyFingerprint(policy.KeyHash(cfg.HashKey, "ai_resilience fleet fingerprint"))
+		store.SetKeyFingerprint(policy.KeyHash(deps.HashKey, "ai_resilience fleet fingerprint"))
 	}
 	if !h.CircuitBreaker.Off {
 		cb, err := h.loadCircuits(store, storeKey)
 		if err != nil {
 			return err
 		}
-		cfg.Circuit = cb
+		deps.Circuits = cb
 	}
 	if !h.RetryBudget.Off {
 		key := fmt.Sprintf("percent=%v\x00floor=%v", h.RetryBudget.Percent, *h.RetryBudget.MinPerSecond)
@@ -97,7 +97,7 @@ func (h *Handler) loadState(ctx caddy.Context, cfg *handlers.Config) error {
 		if err != nil {
 			return err
 		}
-		cfg.Budget = v.(pooledBudget).RetryBudget
+		deps.Budget = v.(pooledBudget).RetryBudget
 	}
 	if *h.PaceUpstream {
 		v, err := h.take(holds, "holds"+storeKey, func() (caddy.Destructor, error) {
@@ -110,7 +110,7 @@ func (h *Handler) loadState(ctx caddy.Context, cfg *handlers.Config) error {
 		if err != nil {
 			return err
 		}
-		cfg.Holds = v.(pooledHolds).PaceHolds
+		deps.Holds = v.(pooledHolds).PaceHolds
 	}
 	return nil
 }
@@ -119,15 +119,7 @@ func (h *Handler) loadState(ctx caddy.Context, cfg *handlers.Config) error {
 // has it log the transitions that its store decides with this handler's
 // logger (the newest config's, after a reload).
 func (h *Handler) loadCircuits(store *fleet.Store, storeKey string) (*policy.CircuitBreaker, error) {
-	cb := h.CircuitBreaker
-	s := policy.CircuitSettings{
-		Failures:    cb.Failures,
-		Cooldown:    time.Duration(cb.Cooldown),
-		FailureRate: *cb.FailureRate,
-		Window:      time.Duration(cb.Window),
-		MinCalls:    cb.MinCalls,
-		Probes:      cb.Probes,
-	}
+	s := h.CircuitBreaker.Settings()
 	v, err := h.take(circuits, fmt.Sprintf("%+v", s)+storeKey, func() (caddy.Destructor, error) {
 		if store == nil {
 			return pooledCircuits{CircuitBreaker: policy.NewCircuitBreaker(s, time.Now)}, nil

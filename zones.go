@@ -25,8 +25,8 @@ type sharedZone struct{ *policy.Zone }
 // Destruct implements caddy.Destructor; a zone holds only memory.
 func (sharedZone) Destruct() error { return nil }
 
-// poolKey names a zone with its settings.
-func (z LimitZone) poolKey() string {
+// zonePoolKey names a zone with its settings.
+func zonePoolKey(z handlers.LimitZone) string {
 	return fmt.Sprintf("%s\x00rpm=%d\x00tpm=%d\x00wait=%s\x00keys=%d", z.Zone, z.RPM, z.TPM, time.Duration(z.Wait), z.MaxKeys)
 }
 
@@ -44,20 +44,15 @@ func (h *Handler) loadLimits(ctx caddy.Context) ([]handlers.Limit, error) {
 	secret := loadHashKey(ctx, h.logger)
 	label := func(key string) string { return policy.KeyHash(secret, key) }
 	limits := make([]handlers.Limit, 0, len(h.Limit))
-	for i, z := range h.Limit {
-		for _, earlier := range h.Limit[:i] {
-			if earlier.Zone == z.Zone {
-				return nil, fmt.Errorf("zone %q is limited twice in this handler; merge the two", z.Zone)
-			}
-		}
+	for _, z := range h.Limit {
 		shared, storeKey, err := app.zoneStore(z.Zone, z.Scope)
 		if err != nil {
 			return nil, err
 		}
-		key := z.poolKey() + storeKey
+		key := zonePoolKey(z) + storeKey
 		h.warnOtherSettings(z, key)
 		v, err := h.take(zones, key, func() (caddy.Destructor, error) {
-			cfg := policy.ZoneConfig{Name: z.Zone, RPM: z.RPM, TPM: z.TPM, Wait: time.Duration(z.Wait), MaxKeys: z.MaxKeys}
+			cfg := z.Config()
 			var zone *policy.Zone
 			var err error
 			if shared != nil {
@@ -81,7 +76,7 @@ func (h *Handler) loadLimits(ctx caddy.Context) ([]handlers.Limit, error) {
 // warnOtherSettings logs when a zone of the same name is loaded with other
 // settings: either a reload changed them (the zone starts afresh), or two
 // handlers disagree and so do not share one zone.
-func (h *Handler) warnOtherSettings(z LimitZone, key string) {
+func (h *Handler) warnOtherSettings(z handlers.LimitZone, key string) {
 	prefix := z.Zone + "\x00"
 	zones.Range(func(k, _ any) bool {
 		if other := k.(string); other != key && strings.HasPrefix(other, prefix) {

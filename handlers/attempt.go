@@ -28,7 +28,7 @@ func (c *call) attempt(next caddyhttp.Handler) (done bool, err error) {
 
 	c.headersBy = c.deadline
 	c.cut = cutByDeadline
-	if t := c.g.cfg.AttemptTimeout; t > 0 && c.aw.began.Add(t).Before(c.headersBy) {
+	if t := c.g.cfg.attemptTimeout; t > 0 && c.aw.began.Add(t).Before(c.headersBy) {
 		c.headersBy, c.cut = c.aw.began.Add(t), cutByAttempt
 	}
 	c.dog.arm(time.Until(c.headersBy))
@@ -166,7 +166,7 @@ func (c *call) judge(aborted bool, err error) (done bool, _ error) {
 		return true, err
 	}
 	// next returned without writing: retrying would loop forever.
-	c.g.cfg.Logger.Error(errNoResponse.Error())
+	c.g.Logger.Error(errNoResponse.Error())
 	return true, c.answer(&refusal{kind: wire.Misplaced, message: errNoResponse.Error(), advise: adviseNoRetry, errorType: "no_response"})
 }
 

@@ -76,7 +76,7 @@ func (c *call) send(next caddyhttp.Handler) error {
 		case budgetSpent:
 			return c.giveUp()
 		}
-		if _, ok := c.g.cfg.Fallbacks.Next(c.model); !ok || !time.Now().Before(c.deadline) {
+		if _, ok := c.g.cfg.fallbacks.Next(c.model); !ok || !time.Now().Before(c.deadline) {
 			return c.giveUp()
 		}
 		if c.attempts > 0 && !c.takeRetry(false) {
@@ -95,10 +95,10 @@ func (c *call) send(next caddyhttp.Handler) error {
 // upstream's, not a 400 of the gateway's.
 func (c *call) fallBack() bool {
 	from := c.model
-	for to, ok := c.g.cfg.Fallbacks.Next(from); ok; to, ok = c.g.cfg.Fallbacks.Next(to) {
+	for to, ok := c.g.cfg.fallbacks.Next(from); ok; to, ok = c.g.cfg.fallbacks.Next(to) {
 		fallback := c.req.Clone()
 		if ref := c.retarget(&fallback, to); ref != nil {
-			if ce := c.g.cfg.Logger.Check(zapcore.WarnLevel, "fallback passed over"); ce != nil {
+			if ce := c.g.Logger.Check(zapcore.WarnLevel, "fallback passed over"); ce != nil {
 				ce.Write(zap.String("from", from), zap.String("to", to), zap.String("reason", ref.message))
 			}
 			continue
@@ -106,7 +106,7 @@ func (c *call) fallBack() bool {
 		c.charge.add(int64(len(fallback.Body())))
 		c.payload = fallback.Body()
 		fallbacksTotal.WithLabelValues(modelLabel(from), modelLabel(to)).Inc()
-		if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, "falling back"); ce != nil {
+		if ce := c.g.Logger.Check(zapcore.InfoLevel, "falling back"); ce != nil {
 			ce.Write(zap.String("from", from), zap.String("to", to), zap.String("reason", string(c.last.reason)))
 		}
 		return true
@@ -120,19 +120,19 @@ func (c *call) tryModel(next caddyhttp.Handler) (modelOutcome, error) {
 	for retry := 0; ; retry++ {
 		if !c.allowAttempt() {
 			if retry > 0 {
-				if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, "retry dropped"); ce != nil {
+				if ce := c.g.Logger.Check(zapcore.InfoLevel, "retry dropped"); ce != nil {
 					ce.Write(zap.String("model", c.model), zap.String("reason", string(reasonCircuitOpen)))
 				}
 			}
 			return modelUnavailable, nil
 		}
 		if retry == 0 {
-			c.g.cfg.Budget.Request(c.model)
+			c.g.Budget.Request(c.model)
 		}
 		if done, err := c.attempt(next); done {
 			return callEnded, err
 		}
-		if retry >= c.g.cfg.Retries {
+		if retry >= c.g.cfg.retries {
 			return modelUnavailable, nil
 		}
 		wait, ok := c.plan(retry)
@@ -156,14 +156,14 @@ func (c *call) tryModel(next caddyhttp.Handler) (modelOutcome, error) {
 // never refused.
 func (c *call) takeRetry(paced bool) bool {
 	if paced {
-		c.g.cfg.Budget.Paced(c.model)
+		c.g.Budget.Paced(c.model)
 		return true
 	}
-	if c.g.cfg.Budget.TryRetry(c.model) {
+	if c.g.Budget.TryRetry(c.model) {
 		return true
 	}
 	retryBudgetDeniedTotal.WithLabelValues(c.api.Family()).Inc()
-	if ce := c.g.cfg.Logger.Check(zapcore.WarnLevel, "retry budget spent"); ce != nil {
+	if ce := c.g.Logger.Check(zapcore.WarnLevel, "retry budget spent"); ce != nil {
 		ce.Write(zap.String("model", c.model), zap.Int("attempts", c.attempts))
 	}
 	return false
@@ -174,9 +174,9 @@ func (c *call) takeRetry(paced bool) bool {
 // model is unavailable instead: the hint is beyond max_wait, or the wait
 // would cross the deadline.
 func (c *call) plan(retry int) (time.Duration, bool) {
-	wait := c.g.cfg.Backoff.Delay(retry, rand.Int64N)
+	wait := c.g.cfg.backoff.Delay(retry, rand.Int64N)
 	if c.last.hinted {
-		if c.last.hint > c.g.cfg.MaxWait {
+		if c.last.hint > c.g.cfg.maxWait {
 			return 0, false
 		}
 		wait = max(wait, c.last.hint)
@@ -203,7 +203,7 @@ func (c *call) giveUp() error {
 	}
 	c.restoreHeaders()
 	ref := &refusal{kind: c.last.kind, message: c.failureMessage()}
-	if !c.g.cfg.ClientRetries {
+	if !c.g.cfg.clientRetries {
 		ref.advise = adviseNoRetry
 	}
 	return c.answer(ref)
@@ -220,13 +220,13 @@ func (c *call) failureMessage() string {
 	case c.last.kind == wire.UpstreamUnreachable:
 		return "the upstream API could not be reached (" + made + "); try again later"
 	case c.last.cut == cutByDeadline && c.attempts == 0:
-		return "this request's deadline of " + c.g.cfg.Deadline.String() + " ran out before any attempt was made; try again later"
+		return "this request's deadline of " + c.g.cfg.deadline.String() + " ran out before any attempt was made; try again later"
 	case c.last.cut == cutByDeadline:
-		return "the upstream API had not answered when this request's deadline of " + c.g.cfg.Deadline.String() + " ran out (" + made + "); try again later"
+		return "the upstream API had not answered when this request's deadline of " + c.g.cfg.deadline.String() + " ran out (" + made + "); try again later"
 	case c.last.cut == cutByAttempt:
-		return "the upstream API sent no response within the attempt_timeout of " + c.g.cfg.AttemptTimeout.String() + " (" + made + "); try again later"
+		return "the upstream API sent no response within the attempt_timeout of " + c.g.cfg.attemptTimeout.String() + " (" + made + "); try again later"
 	case c.last.cut == cutByIdle:
-		return "the upstream API sent nothing for the idle_timeout of " + c.g.cfg.IdleTimeout.String() + " (" + made + "); try again later"
+		return "the upstream API sent nothing for the idle_timeout of " + c.g.cfg.idleTimeout.String() + " (" + made + "); try again later"
 	}
 	return "the upstream API timed out (" + made + "); try again later"
 }
@@ -235,7 +235,7 @@ func (c *call) failureMessage() string {
 // for `x-should-retry: false` when the gateway has already done the
 // retrying (or retrying cannot help).
 func (c *call) writeHeld() {
-	if !c.g.cfg.ClientRetries {
+	if !c.g.cfg.clientRetries {
 		c.w.Header().Set("X-Should-Retry", "false")
 	}
 	c.w.WriteHeader(c.aw.status)

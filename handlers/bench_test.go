@@ -17,7 +17,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 	"io"
 	"net/http"
 	"strings"
@@ -31,30 +30,23 @@ import (
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
-// benchConfig is the gateway configuration of the benchmarks: what the
-// module builds from an empty `ai_resilience` block (module.go setDefaults
-// and gatewayConfig), but for a short backoff.
-func benchConfig(b *testing.B) handlers.Config {
-	models, err := policy.NewModelTable(nil)
-	if err != nil {
+// benchGateway is the gateway of the benchmarks: what the module builds
+// from an empty `ai_resilience` block, but for a short backoff, with
+// backoff (when not nil) as the backoff and the retry budget off when
+// noBudget is set.
+func benchGateway(b *testing.B, backoff *handlers.Backoff, noBudget bool) *handlers.Gateway {
+	if backoff == nil {
+		backoff = &handlers.Backoff{Base: caddy.Duration(time.Millisecond), Max: caddy.Duration(2 * time.Millisecond)}
+	}
+	cfg := handlers.Config{Backoff: backoff}
+	if err := cfg.Provision(); err != nil {
 		b.Fatal(err)
 	}
-	return handlers.Config{
-		Provider:     wire.Auto,
-		MaxBody:      16e6,
-		MaxBuffered:  512e6,
-		Retries:      2,
-		Backoff:      policy.Backoff{Base: time.Millisecond, Max: 2 * time.Millisecond},
-		RetryOn:      policy.DefaultRetryOn(),
-		MaxWait:      60 * time.Second,
-		Deadline:     5 * time.Minute,
-		Models:       models,
-		ContextGuard: policy.ContextReject,
-		Validate:     true,
-		PaceUpstream: true,
-		Circuit:      policy.NewCircuitBreaker(policy.CircuitSettings{Failures: 5, Cooldown: 30 * time.Second, FailureRate: 50, Window: 10 * time.Second, MinCalls: 20, Probes: 3}, time.Now),
-		Budget:       policy.NewRetryBudget(20, 10, time.Now),
+	deps := handlers.Deps{Circuits: policy.NewCircuitBreaker(cfg.CircuitBreaker.Settings(), time.Now)}
+	if !noBudget {
+		deps.Budget = policy.NewRetryBudget(cfg.RetryBudget.Percent, *cfg.RetryBudget.MinPerSecond, time.Now)
 	}
+	return handlers.New(&cfg, deps)
 }
 
 // requestBody returns an Anthropic Messages request of about size bytes:
@@ -278,7 +270,7 @@ func runPair(b *testing.B, path string, body []byte, next caddyhttp.Handler, wan
 		serve(b, path, body, func(w http.ResponseWriter, r *http.Request) error { return next.ServeHTTP(w, r) }, wantBytes)
 	})
 	b.Run("gateway", func(b *testing.B) {
-		g := handlers.New(benchConfig(b))
+		g := benchGateway(b, nil, false)
 		serve(b, path, body, func(w http.ResponseWriter, r *http.Request) error { return g.ServeHTTP(w, r, next) }, wantBytes)
 	})
 }
@@ -355,17 +347,12 @@ func BenchmarkServeHTTPRetry(b *testing.B) {
 		}, len(anthropicResponse))
 	})
 	b.Run("gateway/nowait", func(b *testing.B) {
-		cfg := benchConfig(b)
-		cfg.Backoff = policy.Backoff{}
-		cfg.Budget = nil
-		g := handlers.New(cfg)
+		g := benchGateway(b, &handlers.Backoff{Base: 1, Max: 1}, true)
 		next := flakyNext()
 		serve(b, "/v1/messages", body, func(w http.ResponseWriter, r *http.Request) error { return g.ServeHTTP(w, r, next) }, len(anthropicResponse))
 	})
 	b.Run("gateway/backoff1ms", func(b *testing.B) {
-		cfg := benchConfig(b)
-		cfg.Budget = nil
-		g := handlers.New(cfg)
+		g := benchGateway(b, nil, true)
 		next := flakyNext()
 		serve(b, "/v1/messages", body, func(w http.ResponseWriter, r *http.Request) error { return g.ServeHTTP(w, r, next) }, len(anthropicResponse))
 	})

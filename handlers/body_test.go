@@ -15,6 +15,7 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
@@ -203,12 +204,11 @@ func TestHeldResponseWithinMaxBuffered(t *testing.T) {
 // refused, some served, some retried, and checks the process's count is
 // back where it started.
 func TestGatewayGivesBackWhatItHolds(t *testing.T) {
-	models, _ := policy.NewModelTable(nil)
-	g := New(Config{
-		Provider: wire.Auto, MaxBody: 1 << 20, MaxBuffered: 1 << 30, Retries: 1,
-		Backoff: policy.Backoff{Base: time.Millisecond, Max: time.Millisecond}, RetryOn: policy.DefaultRetryOn(),
-		MaxWait: time.Second, Deadline: time.Minute, Models: models, Validate: true,
-		OutputCap: policy.OutputCapRule{Ceiling: 10},
+	g := testGateway(t, Config{
+		MaxBody: 1 << 20, MaxBuffered: 1 << 30, Retries: ptr(1),
+		Backoff: &Backoff{Base: caddy.Duration(time.Millisecond), Max: caddy.Duration(time.Millisecond)},
+		MaxWait: caddy.Duration(time.Second), Deadline: caddy.Duration(time.Minute),
+		MaxTokens: &MaxTokens{Limit: 10},
 	})
 	attempts := 0
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {

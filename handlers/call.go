@@ -78,16 +78,16 @@ func (g *Gateway) newCall(w http.ResponseWriter, r *http.Request, api wire.API) 
 	c := &call{
 		g: g, w: w, r: r, api: api,
 		start:    now,
-		deadline: now.Add(g.cfg.Deadline),
+		deadline: now.Add(g.cfg.deadline),
 		raw:      getBody(),
 		charge:   bufferCharge{limit: g.cfg.MaxBuffered},
 		bodies:   new(openBodies),
 		snapshot: w.Header().Clone(),
 		tap:      responseTap{api: api},
 	}
-	c.aw = attemptWriter{rw: w, retryOn: g.cfg.RetryOn, tap: &c.tap, dog: &c.dog, idle: g.cfg.IdleTimeout > 0, charge: &c.charge}
+	c.aw = attemptWriter{rw: w, retryOn: g.cfg.retryOn, tap: &c.tap, dog: &c.dog, idle: g.cfg.idleTimeout > 0, charge: &c.charge}
 	c.dog.c = c
-	c.watchHeaders = g.cfg.IdleTimeout > 0 || g.cfg.AttemptTimeout > 0
+	c.watchHeaders = g.cfg.idleTimeout > 0 || g.cfg.attemptTimeout > 0
 	return c
 }
 

@@ -1,17 +1,15 @@
 package handlers
 
 import (
-	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tidwall/gjson"
-
-	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
 // TestGatewayErrorsSayWhatHappened checks the message of each gateway 504
@@ -38,11 +36,11 @@ func TestGatewayErrorsSayWhatHappened(t *testing.T) {
 		{"attempt timeouts", time.Minute, 20 * time.Millisecond, 2, hang, 504, "within the attempt_timeout of 20ms (3 attempts made)"},
 		{"unreachable", time.Minute, 0, 1, unreachable, 502, "could not be reached (2 attempts made)"},
 	} {
-		models, _ := policy.NewModelTable(nil)
-		g := New(Config{
-			Provider: wire.Auto, MaxBody: 1 << 20, MaxBuffered: 1 << 30, Retries: c.retries,
-			Backoff: policy.Backoff{Base: time.Millisecond, Max: time.Millisecond}, RetryOn: policy.DefaultRetryOn(),
-			MaxWait: time.Second, Deadline: c.deadline, AttemptTimeout: c.attempt, Models: models,
+		g := testGateway(t, Config{
+			MaxBody: 1 << 20, MaxBuffered: 1 << 30, Retries: ptr(c.retries),
+			Backoff: &Backoff{Base: caddy.Duration(time.Millisecond), Max: caddy.Duration(time.Millisecond)},
+			MaxWait: caddy.Duration(time.Second), Deadline: caddy.Duration(c.deadline), AttemptTimeout: caddy.Duration(c.attempt),
+			CircuitBreaker: &CircuitBreaker{Off: true}, RetryBudget: &RetryBudget{Off: true},
 		})
 		rec := httptest.NewRecorder()
 		r := httptest.NewRequest(http.MethodPost, "/v1/messages", strings.NewReader(`{"model":"m","max_tokens":5,"messages":[]}`))
@@ -58,3 +56,18 @@ func TestGatewayErrorsSayWhatHappened(t *testing.T) {
 		}
 	}
 }
+
+// testGateway prepares cfg as the module does and returns a gateway with
+// no zones, circuits or budget.
+func testGateway(t testing.TB, cfg Config) *Gateway {
+	t.Helper()
+	if err := cfg.Provision(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return New(&cfg, Deps{})
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -46,7 +46,7 @@ type admission struct {
 // queueing up to the zones' wait, or not at all, with a 429 the official
 // SDKs understand.
 func (a *admission) admit(c *call) *refusal {
-	limits := c.g.cfg.Limits
+	limits := c.g.Limits
 	if len(limits) == 0 {
 		return nil
 	}
@@ -72,7 +72,7 @@ func (a *admission) admit(c *call) *refusal {
 		// The cap is the client's number, up to 2^63-1: the sum saturates.
 		a.reserved = tokens.Add(c.inputTokens(), c.outputCap)
 	}
-	maxWait := min(c.g.cfg.MaxWait, time.Until(c.deadline))
+	maxWait := min(c.g.cfg.maxWait, time.Until(c.deadline))
 	held, delay, refused := policy.Admit(a.demands, a.reserved, maxWait, time.Now())
 	if refused != nil {
 		limitedTotal.WithLabelValues(refused.Zone, "rejected").Inc()
@@ -149,7 +149,7 @@ func (a *admission) refusal(c *call, r *policy.Refusal) *refusal {
 	} else {
 		ref.message = "rate limit of zone " + strconv.Quote(r.Zone) + " reached; retry in " + r.Retry.Round(time.Millisecond).String()
 	}
-	if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, "rate limited"); ce != nil {
+	if ce := c.g.Logger.Check(zapcore.InfoLevel, "rate limited"); ce != nil {
 		ce.Write(zap.String("zone", r.Zone), zap.String("key_hash", c.g.keyHash(a.key(r.Zone))), zap.Bool("never", r.Never), zap.Int64("tokens", a.reserved), zap.Int64("retry_ms", r.Retry.Milliseconds()))
 	}
 	return ref
@@ -172,5 +172,5 @@ const maxZoneKey = 64
 // keyHash identifies a key in logs without writing it (policy.KeyHash,
 // under the gateway's hash key).
 func (g *Gateway) keyHash(key string) string {
-	return policy.KeyHash(g.cfg.HashKey, key)
+	return policy.KeyHash(g.HashKey, key)
 }

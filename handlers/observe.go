@@ -35,7 +35,7 @@ func (c *call) record() {
 	if failed {
 		msg = "api_call_error"
 	}
-	if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, msg); ce != nil {
+	if ce := c.g.Logger.Check(zapcore.InfoLevel, msg); ce != nil {
 		fields := []zap.Field{
 			zap.String("provider", c.api.Family()),
 			zap.String("endpoint", c.api.Name()),
@@ -98,7 +98,7 @@ func (c *call) publishAttempt() {
 
 // logRetry writes the warn line for a retry about to wait.
 func (c *call) logRetry(wait time.Duration) {
-	ce := c.g.cfg.Logger.Check(zapcore.WarnLevel, "retrying")
+	ce := c.g.Logger.Check(zapcore.WarnLevel, "retrying")
 	if ce == nil {
 		return
 	}

@@ -25,7 +25,7 @@ func (g *Gateway) credentialHash(r *http.Request) string {
 // being sent into a 429; other models and other keys are not held, since
 // the provider limits them separately.
 func (c *call) notePace() {
-	if !c.g.cfg.PaceUpstream {
+	if !c.g.cfg.paceUpstream {
 		return
 	}
 	now := time.Now()
@@ -37,7 +37,7 @@ func (c *call) notePace() {
 	// for a day, which max_wait refuses as surely, and the instant cannot
 	// wrap into the past.
 	until := now.Add(min(reset, maxHold)).UnixNano()
-	c.g.cfg.Holds.Hold(policy.HoldKey{Model: c.model, Credential: c.g.credentialHash(c.r)}, until, now.UnixNano())
+	c.g.Holds.Hold(policy.HoldKey{Model: c.model, Credential: c.g.credentialHash(c.r)}, until, now.UnixNano())
 }
 
 // maxHold bounds a pacing hold.
@@ -47,26 +47,26 @@ const maxHold = 24 * time.Hour
 // governing its model and key is spent, within max_wait and the deadline,
 // and refuses it with a 429 when the wait is longer.
 func (c *call) pace() *refusal {
-	if !c.g.cfg.PaceUpstream {
+	if !c.g.cfg.paceUpstream {
 		return nil
 	}
 	now := time.Now()
-	if !c.g.cfg.Holds.Any(now.UnixNano()) {
+	if !c.g.Holds.Any(now.UnixNano()) {
 		return nil
 	}
 	key := policy.HoldKey{Model: c.model, Credential: c.g.credentialHash(c.r)}
-	until := c.g.cfg.Holds.Until(key, now.UnixNano())
+	until := c.g.Holds.Until(key, now.UnixNano())
 	wait := time.Unix(0, until).Sub(now)
 	if until == 0 || wait <= 0 {
 		return nil
 	}
-	if wait > c.g.cfg.MaxWait || !now.Add(wait).Before(c.deadline) {
+	if wait > c.g.cfg.maxWait || !now.Add(wait).Before(c.deadline) {
 		paceTotal.WithLabelValues(c.api.Family(), "rejected").Inc()
 		return &refusal{kind: wire.RequestsLimited, retry: wait, advise: adviseRetry,
 			message: "the upstream reports the rate limit for this model and API key spent until it resets in " + wait.Round(time.Millisecond).String() + ", longer than this gateway waits; retry after that"}
 	}
 	paceTotal.WithLabelValues(c.api.Family(), "held").Inc()
-	if ce := c.g.cfg.Logger.Check(zapcore.InfoLevel, "pacing upstream"); ce != nil {
+	if ce := c.g.Logger.Check(zapcore.InfoLevel, "pacing upstream"); ce != nil {
 		ce.Write(zap.String("model", c.model), zap.String("key_hash", key.Credential), zap.Int64("delay_ms", wait.Milliseconds()))
 	}
 	if !c.sleep(wait) {

@@ -21,7 +21,7 @@ import (
 // (body.Read), and starts the deadline: a slow upload is bounded by the
 // server's read timeouts, not by the time the gateway allows for attempts.
 func (c *call) readBody() *refusal {
-	cfg := &c.g.cfg
+	cfg := c.g.cfg
 	src, encoded, done, err := contentDecoder(c.r)
 	declared := c.r.ContentLength
 	switch {
@@ -48,7 +48,7 @@ func (c *call) readBody() *refusal {
 		// The upstream gets the body the guards read.
 		c.r.Header.Del("Content-Encoding")
 	}
-	c.deadline = time.Now().Add(cfg.Deadline)
+	c.deadline = time.Now().Add(cfg.deadline)
 	c.req = body.Read(*c.raw, c.api.WalkContent())
 	c.model, c.served = c.req.Model, c.req.Model
 	return nil
@@ -57,7 +57,7 @@ func (c *call) readBody() *refusal {
 // bodyFailed says why a request body could not be read whole, or that the
 // client left.
 func (c *call) bodyFailed(err error, encoded bool) *refusal {
-	cfg := &c.g.cfg
+	cfg := c.g.cfg
 	var tooLarge *http.MaxBytesError // a request_body limit ahead of the gateway
 	var netErr net.Error
 	read, declared := strconv.Itoa(len(*c.raw)), strconv.FormatInt(c.r.ContentLength, 10)
@@ -100,13 +100,13 @@ func (c *call) bodyFailed(err error, encoded bool) *refusal {
 // window, and, for the APIs that report a stream's usage only when asked,
 // the request for it.
 func (c *call) guard() *refusal {
-	cfg := &c.g.cfg
+	cfg := c.g.cfg
 	if err := c.req.Integrity(c.api.ExampleModel()); err != nil {
 		c.guardAction("integrity")
 		return invalid(err)
 	}
-	facts, _ := cfg.Models.Lookup(c.model)
-	outputCap, changed, capErr := policy.ApplyOutputCap(c.api, &c.req, cfg.OutputCap, facts.MaxOutput)
+	facts, _ := cfg.models.Lookup(c.model)
+	outputCap, changed, capErr := policy.ApplyOutputCap(c.api, &c.req, cfg.outputCap, facts.MaxOutput)
 	c.outputCap = outputCap
 	if capErr != nil {
 		c.guardAction("max_tokens_rejected")
@@ -115,7 +115,7 @@ func (c *call) guard() *refusal {
 	if changed {
 		c.guardAction("output_cap")
 	}
-	if cfg.Validate {
+	if cfg.validate {
 		if err := c.api.Validate(&c.req); err != nil {
 			c.guardAction("invalid")
 			return invalid(err)
@@ -142,8 +142,8 @@ func (c *call) guard() *refusal {
 // output cap exceed its model's window is refused, truncated, or sent to a
 // fallback model whose window holds it.
 func (c *call) guardContext(facts policy.ModelFacts) *refusal {
-	cfg := &c.g.cfg
-	if cfg.ContextGuard == policy.ContextOff || facts.ContextWindow == 0 {
+	cfg := c.g.cfg
+	if cfg.contextGuard == policy.ContextOff || facts.ContextWindow == 0 {
 		return nil
 	}
 	// A request naming no output cap reserves none: the provider accepts it
@@ -156,18 +156,18 @@ func (c *call) guardContext(facts policy.ModelFacts) *refusal {
 	if policy.FitsContext(input, c.outputCap, facts.ContextWindow) {
 		return nil
 	}
-	if cfg.ContextGuard == policy.ContextTruncate {
+	if cfg.contextGuard == policy.ContextTruncate {
 		if dropped, ok := policy.Truncate(c.api, &c.req, input, facts.ContextWindow-c.outputCap); ok {
 			c.guardAction("context_truncated")
-			if ce := cfg.Logger.Check(zapcore.InfoLevel, "truncated conversation"); ce != nil {
+			if ce := c.g.Logger.Check(zapcore.InfoLevel, "truncated conversation"); ce != nil {
 				ce.Write(zap.String("model", c.model), zap.Int("dropped_messages", dropped), zap.Int64("estimated_input_tokens", input), zap.Int64("context_window", facts.ContextWindow))
 			}
 			c.estimate = 0 // shorter now: estimate again if need be
 			return nil
 		}
-	} else if to, ok := policy.ChooseModel(c.model, cfg.Fallbacks, input, c.outputCap, cfg.Models); ok {
+	} else if to, ok := policy.ChooseModel(c.model, cfg.fallbacks, input, c.outputCap, cfg.models); ok {
 		c.guardAction("context_fallback")
-		if ce := cfg.Logger.Check(zapcore.InfoLevel, "context window fallback"); ce != nil {
+		if ce := c.g.Logger.Check(zapcore.InfoLevel, "context window fallback"); ce != nil {
 			ce.Write(zap.String("from", c.model), zap.String("to", to), zap.Int64("estimated_input_tokens", input), zap.Int64("context_window", facts.ContextWindow))
 		}
 		return c.retarget(&c.req, to)
@@ -192,7 +192,7 @@ func (c *call) inputTokens() int64 {
 // leaves no room for what the request needs (a thinking budget).
 func (c *call) retarget(r *body.Request, to string) *refusal {
 	r.SetModel(to)
-	facts, _ := c.g.cfg.Models.Lookup(to)
+	facts, _ := c.g.cfg.models.Lookup(to)
 	if _, _, err := policy.ApplyOutputCap(c.api, r, policy.OutputCapRule{}, facts.MaxOutput); err != nil {
 		c.guardAction("max_tokens_rejected")
 		return &refusal{kind: wire.InvalidRequest, message: "model " + to + " (a fallback of " + c.req.Model + "): " + err.Message, param: err.Param}

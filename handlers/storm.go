@@ -15,7 +15,7 @@ import (
 // with. A refusal is counted; the call then moves on to the fallback, or
 // gives up.
 func (c *call) allowAttempt() bool {
-	cb := c.g.cfg.Circuit
+	cb := c.g.Circuits
 	if cb == nil {
 		return true
 	}
@@ -46,14 +46,14 @@ func (c *call) recordHealth(status int, reason policy.Reason) {
 func (c *call) reportHealth() {
 	p, o := c.permit, c.health
 	c.permit, c.health = policy.Permit{}, policy.OutcomeNeutral
-	if cb := c.g.cfg.Circuit; cb != nil && p.Allowed {
+	if cb := c.g.Circuits; cb != nil && p.Allowed {
 		c.g.circuitChanged(cb.Record(p, o))
 	}
 }
 
 // circuitChanged logs and counts a circuit transition, if there was one.
 func (g *Gateway) circuitChanged(tr policy.Transition) {
-	CircuitChanged(g.cfg.Logger, tr)
+	CircuitChanged(g.Logger, tr)
 }
 
 // CircuitChanged logs a circuit transition to logger and counts it, if

@@ -83,7 +83,7 @@ func (w *watchdog) stop() {
 // look again (0: never).
 func (c *call) watch(now time.Time) time.Duration {
 	aw := &c.aw
-	idle := c.g.cfg.IdleTimeout
+	idle := c.g.cfg.idleTimeout
 	switch aw.state.Load() {
 	case statePending:
 		if now.Before(c.headersBy) {

@@ -27,10 +27,7 @@ func NewFallbacks(chains [][]string) (Fallbacks, error) {
 				return Fallbacks{}, fmt.Errorf("fallback chain %d has an empty model name", i+1)
 			}
 			if prev, dup := seen[model]; dup {
-				if prev == i {
-					return Fallbacks{}, fmt.Errorf("model %q appears twice in fallback chain %d: a chain cannot loop", model, i+1)
-				}
-				return Fallbacks{}, fmt.Errorf("model %q appears in fallback chains %d and %d: put it in one chain so its next model is unambiguous", model, prev+1, i+1)
+				return Fallbacks{}, &RepeatedModelError{Model: model, Chain: i, Earlier: prev}
 			}
 			seen[model] = i
 			if j+1 < len(chain) {
@@ -39,6 +36,22 @@ func NewFallbacks(chains [][]string) (Fallbacks, error) {
 		}
 	}
 	return f, nil
+}
+
+// RepeatedModelError is a model named twice across the fallback chains:
+// that would make its next model ambiguous, or a chain loop.
+type RepeatedModelError struct {
+	Model string
+	// Chain and Earlier index the chains (from 0) where it appears again
+	// and first; they are equal for a model twice in one chain.
+	Chain, Earlier int
+}
+
+func (e *RepeatedModelError) Error() string {
+	if e.Chain == e.Earlier {
+		return fmt.Sprintf("model %q appears twice in fallback chain %d: a chain cannot loop", e.Model, e.Chain+1)
+	}
+	return fmt.Sprintf("model %q appears in fallback chains %d and %d: put it in one chain so its next model is unambiguous", e.Model, e.Earlier+1, e.Chain+1)
 }
 
 // Next returns the model to try after model, if any.

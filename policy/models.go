@@ -126,23 +126,33 @@ func mustIndex(entries []ModelOverride) *modelIndex {
 	return idx
 }
 
+// Check reports an entry that cannot describe a model.
+func (e ModelOverride) Check() error {
+	name := e.Name
+	switch {
+	case name == "" || name == "*":
+		return fmt.Errorf("model %q: give a model id, or an id prefix ending in * such as claude-opus-4-5*", name)
+	case strings.Contains(strings.TrimSuffix(name, "*"), "*"):
+		return fmt.Errorf("model %q: * may only end the name, where it matches any suffix", name)
+	case e.ContextWindow < 0 || e.MaxOutput < 0:
+		return fmt.Errorf("model %q: context_window and max_output must be positive token counts", name)
+	case e.ContextWindow == 0 && e.MaxOutput == 0:
+		return fmt.Errorf("model %q: set context_window, max_output or both", name)
+	case e.ContextWindow > 0 && e.MaxOutput > e.ContextWindow:
+		return fmt.Errorf("model %q: max_output %d is larger than context_window %d", name, e.MaxOutput, e.ContextWindow)
+	}
+	return nil
+}
+
 func newModelIndex(entries []ModelOverride) (*modelIndex, error) {
 	idx := &modelIndex{exact: make(map[string]ModelFacts)}
 	seen := make(map[string]bool, len(entries))
 	for _, e := range entries {
 		name := e.Name
-		switch {
-		case name == "" || name == "*":
-			return nil, fmt.Errorf("model %q: give a model id, or an id prefix ending in * such as claude-opus-4-5*", name)
-		case strings.Contains(strings.TrimSuffix(name, "*"), "*"):
-			return nil, fmt.Errorf("model %q: * may only end the name, where it matches any suffix", name)
-		case e.ContextWindow < 0 || e.MaxOutput < 0:
-			return nil, fmt.Errorf("model %q: context_window and max_output must be positive token counts", name)
-		case e.ContextWindow == 0 && e.MaxOutput == 0:
-			return nil, fmt.Errorf("model %q: set context_window, max_output or both", name)
-		case e.ContextWindow > 0 && e.MaxOutput > e.ContextWindow:
-			return nil, fmt.Errorf("model %q: max_output %d is larger than context_window %d", name, e.MaxOutput, e.ContextWindow)
-		case seen[name]:
+		if err := e.Check(); err != nil {
+			return nil, err
+		}
+		if seen[name] {
 			return nil, fmt.Errorf("model %q is configured twice: merge the two blocks", name)
 		}
 		seen[name] = true

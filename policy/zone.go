@@ -93,6 +93,12 @@ func NewSharedZone(cfg ZoneConfig, shared SharedStore) (*Zone, error) {
 	return &Zone{cfg: cfg, shared: shared, recent: newRecentKeys()}, nil
 }
 
+// Check reports settings a zone cannot have.
+func (cfg ZoneConfig) Check() error {
+	_, err := cfg.check()
+	return err
+}
+
 // check validates cfg and fills in its defaults.
 func (cfg ZoneConfig) check() (ZoneConfig, error) {
 	if cfg.Name == "" {
@@ -104,7 +110,7 @@ func (cfg ZoneConfig) check() (ZoneConfig, error) {
 	case cfg.TPM < 0:
 		return cfg, fmt.Errorf("limit %s: tpm %d is negative; use 0 to leave tokens unlimited", cfg.Name, cfg.TPM)
 	case cfg.RPM == 0 && cfg.TPM == 0:
-		return cfg, fmt.Errorf("limit %s: set rpm, tpm or both, otherwise the zone limits nothing", cfg.Name)
+		return cfg, fmt.Errorf("limit %s sets neither rpm nor tpm: set rpm, tpm or both, otherwise the zone limits nothing", cfg.Name)
 	case cfg.Wait < 0:
 		return cfg, fmt.Errorf("limit %s: wait %v is negative; use 0 to refuse at once", cfg.Name, cfg.Wait)
 	case cfg.MaxKeys < 0:
