@@ -316,9 +316,11 @@ func BenchmarkServeHTTP(b *testing.B) {
 		})
 	}
 	// The same 200-delta stream in the OpenAI Chat dialect, whose chunks
-	// are all data-only events that the tap parses as JSON.
+	// are all data-only events that the tap parses as JSON. The client asks
+	// for the usage chunk itself, so the stream passes whole.
 	b.Run("sse200_openai_chat/1KB", func(b *testing.B) {
-		runPair(b, "/v1/chat/completions", requestBody(1<<10, true), sseHandler(openAIChatEvents), streamBytes(openAIChatEvents))
+		body := bytes.Replace(requestBody(1<<10, true), []byte(`"stream":true,`), []byte(`"stream":true,"stream_options":{"include_usage":true},`), 1)
+		runPair(b, "/v1/chat/completions", body, sseHandler(openAIChatEvents), streamBytes(openAIChatEvents))
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -73,9 +74,16 @@ const statusClientClosed = 499
 // clientGone is how a call ends whose client has left.
 var clientGone = ending{errorType: "client_closed", status: statusClientClosed}
 
+// calls recycles calls: a call is a few kilobytes of state, and zeroing a
+// new one per request cost more than anything the gateway does with it.
+// What a call's attempts leave running (a transport still reading a body)
+// holds only objects of its own (openBodies), never the call.
+var calls = sync.Pool{New: func() any { return new(call) }}
+
 func (g *Gateway) newCall(w http.ResponseWriter, r *http.Request, api wire.API) *call {
+	c := calls.Get().(*call)
 	now := time.Now()
-	c := &call{
+	*c = call{
 		g: g, w: w, r: r, api: api,
 		start:    now,
 		deadline: now.Add(g.cfg.deadline),
@@ -83,7 +91,7 @@ func (g *Gateway) newCall(w http.ResponseWriter, r *http.Request, api wire.API) 
 		charge:   bufferCharge{limit: g.cfg.MaxBuffered},
 		bodies:   new(openBodies),
 		snapshot: w.Header().Clone(),
-		tap:      responseTap{api: api},
+		tap:      responseTap{api: api, hold: c.tap.hold[:0], vals: c.tap.vals[:0]},
 	}
 	c.aw = attemptWriter{rw: w, retryOn: g.cfg.retryOn, tap: &c.tap, dog: &c.dog, idle: g.cfg.idleTimeout > 0, charge: &c.charge}
 	c.dog.c = c
@@ -101,6 +109,13 @@ func (c *call) release() {
 		putBody(c.raw)
 	}
 	c.charge.give(c.charge.held)
+	if cap(c.tap.hold) > maxHeldEvent || cap(c.tap.vals) > 64 {
+		c.tap.hold, c.tap.vals = nil, nil // no pinning of rare large buffers
+	}
+	hold, vals := c.tap.hold, c.tap.vals
+	*c = call{}
+	c.tap.hold, c.tap.vals = hold, vals
+	calls.Put(c)
 }
 
 // serve takes the request through the gateway's stages, in order, each of

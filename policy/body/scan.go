@@ -1,10 +1,9 @@
 package body
 
 import (
-	"encoding/binary"
-	"math/bits"
-
 	"github.com/tidwall/gjson"
+
+	"github.com/ai-resilience/caddy-ai-resilience/policy/jsonread"
 )
 
 // bodyScanner reads a JSON document in one pass, checking it against the
@@ -181,25 +180,7 @@ func (s *bodyScanner) str() (ok, escaped bool) {
 	b := s.b
 	i := s.i + 1
 	for {
-		// Check a few bytes singly first: in escape-dense text, such as JSON
-		// quoted inside a tool result, the next special byte is that close.
-		// Past them, skip plain text eight bytes at a time.
-		end := min(i+8, len(b))
-		for i < end && plainByte[b[i]] {
-			i++
-		}
-		if i == end {
-			for i+8 <= len(b) {
-				if m := specialLanes(binary.LittleEndian.Uint64(b[i:])); m != 0 {
-					i += bits.TrailingZeros64(m) >> 3
-					break
-				}
-				i += 8
-			}
-			for i < len(b) && plainByte[b[i]] {
-				i++
-			}
-		}
+		i += jsonread.PlainRun(b[i:])
 		if i >= len(b) {
 			return false, escaped
 		}
@@ -227,33 +208,6 @@ func (s *bodyScanner) str() (ok, escaped bool) {
 			return false, escaped
 		}
 	}
-}
-
-// plainByte tells which bytes can appear in a string unescaped: all but '"',
-// '\\' and the control characters below 0x20.
-var plainByte = func() (t [256]bool) {
-	for c := 0x20; c < 256; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
-
-// Byte-lane constants for specialLanes.
-const (
-	lanes01 = 0x0101010101010101
-	lanes80 = 0x8080808080808080
-)
-
-// specialLanes returns, for eight string bytes read little-endian, a mask
-// whose lowest set bit is the high bit of the first byte that ends a run of
-// plain content: '"', '\\' or a control character below 0x20; or 0 if none
-// does. A lane below n has its high bit set in (x - n·01…) &^ x. A borrow out
-// of a lower matching lane can set a false bit above it, never below, so the
-// lowest set bit is always a true match.
-func specialLanes(x uint64) uint64 {
-	q := x ^ (lanes01 * '"')
-	bs := x ^ (lanes01 * '\\')
-	return (((x - lanes01*0x20) &^ x) | ((q - lanes01) &^ q) | ((bs - lanes01) &^ bs)) & lanes80
 }
 
 // number reads a number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?.

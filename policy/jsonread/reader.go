@@ -86,14 +86,6 @@ type Reader struct {
 	literal  string
 }
 
-// plain marks the bytes that stand for themselves inside a JSON string.
-var plain = func() (t [256]bool) {
-	for c := 0x20; c < 256; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
-
 // Reset prepares the reader to read the paths p from a new document.
 func (r *Reader) Reset(p *Paths) {
 	if r.f != p {
@@ -119,10 +111,7 @@ func (r *Reader) Feed(b []byte) {
 		case sBad:
 			return
 		case sString:
-			j := i
-			for j < len(b) && plain[b[j]] {
-				j++
-			}
+			j := i + PlainRun(b[i:])
 			r.text(b[i:j])
 			if j == len(b) {
 				return

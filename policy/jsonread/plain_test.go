@@ -1,4 +1,4 @@
-package body
+package jsonread
 
 import (
 	"encoding/binary"
