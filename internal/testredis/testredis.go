@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	"github.com/ai-resilience/caddy-ai-resilience/internal/proc"
 	"github.com/ai-resilience/caddy-ai-resilience/internal/testproc"
 )
 
@@ -103,7 +104,7 @@ func start(t testing.TB, bin string, extra []string) *Server {
 // launch starts the process and waits until it answers PING.
 func (s *Server) launch(bin string) error {
 	cmd := exec.Command(bin, s.args...)
-	testproc.DieWithParent(cmd)
+	proc.DieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return err
 	}
