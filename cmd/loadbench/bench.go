@@ -208,15 +208,7 @@ func (st *stack) turn(sd *side, s scenario, spec phaseSpec) (turn, error) {
 	if sd == st.a {
 		other = st.b
 	}
-	cpu0, err := readProcCPU(sd.p.Pid())
-	if err != nil {
-		return turn{}, err
-	}
-	idle0, err := readProcCPU(other.p.Pid())
-	if err != nil {
-		return turn{}, err
-	}
-	gw0, ld0, err := st.readCores()
+	before, err := st.snapshot(sd, other)
 	if err != nil {
 		return turn{}, err
 	}
@@ -226,21 +218,13 @@ func (st *stack) turn(sd *side, s scenario, spec phaseSpec) (turn, error) {
 		return turn{}, err
 	}
 	time.Sleep(settle)
-	cpu1, err := readProcCPU(sd.p.Pid())
+	after, err := st.snapshot(sd, other)
 	if err != nil {
 		return turn{}, err
 	}
-	idle1, err := readProcCPU(other.p.Pid())
-	if err != nil {
-		return turn{}, err
-	}
-	gw1, ld1, err := st.readCores()
-	if err != nil {
-		return turn{}, err
-	}
-	t := turn{load: l, wall: time.Since(start), gw: gw1.minus(gw0), ld: ld1.minus(ld0)}
-	t.cpu, t.precise = cpu1.cpuSince(cpu0)
-	idle, _ := idle1.cpuSince(idle0)
+	t := turn{load: l, wall: time.Since(start), gw: after.gw.minus(before.gw), ld: after.ld.minus(before.ld)}
+	t.cpu, t.precise = after.measured.cpuSince(before.measured)
+	idle, _ := after.idle.cpuSince(before.idle)
 	if n := len(st.gwCPUs); n > 0 && t.wall > 0 {
 		others := max(0, time.Duration(t.gw.work)*tick-t.cpu-idle) + time.Duration(t.gw.steal)*tick
 		t.noise = float64(others) / float64(t.wall) / float64(n)
@@ -248,14 +232,26 @@ func (st *stack) turn(sd *side, s scenario, spec phaseSpec) (turn, error) {
 	return t, nil
 }
 
-// readCores reads the time of the gateway and of the load CPUs.
-func (st *stack) readCores() (gw, ld coreTimes, err error) {
+// snapshot is the CPU accounting at one moment: the measured and the idle
+// gateway's processes, and the gateway and load CPUs (when pinned).
+type snapshot struct {
+	measured, idle procCPU
+	gw, ld         coreTimes
+}
+
+func (st *stack) snapshot(measured, idle *side) (snap snapshot, err error) {
+	if snap.measured, err = readProcCPU(measured.p.Pid()); err != nil {
+		return snap, err
+	}
+	if snap.idle, err = readProcCPU(idle.p.Pid()); err != nil {
+		return snap, err
+	}
 	if len(st.gwCPUs) == 0 {
-		return gw, ld, nil
+		return snap, nil
 	}
-	if gw, err = readCores(st.gwCPUs); err != nil {
-		return gw, ld, err
+	if snap.gw, err = readCores(st.gwCPUs); err != nil {
+		return snap, err
 	}
-	ld, err = readCores(st.loadCPUs)
-	return gw, ld, err
+	snap.ld, err = readCores(st.loadCPUs)
+	return snap, err
 }

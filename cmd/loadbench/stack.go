@@ -7,11 +7,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/ai-resilience/caddy-ai-resilience/internal/caddyproc"
@@ -32,9 +30,9 @@ type stack struct {
 	tmp      string
 	caddyBin string
 
-	mock    *exec.Cmd
+	mock    *proc.Child
 	mockURL string
-	redis   *exec.Cmd
+	redis   *proc.Child
 	// redisURL is the redis-server's URL, or empty when none runs.
 	redisURL string
 
@@ -129,10 +127,9 @@ func (st *stack) startMock(bin string) error {
 		return err
 	}
 	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	if st.mock, err = proc.Start(cmd); err != nil {
 		return fmt.Errorf("starting the mock provider: %w", err)
 	}
-	st.mock = cmd
 	lines := bufio.NewScanner(out)
 	found := make(chan string, 1)
 	go func() {
@@ -168,10 +165,9 @@ func (st *stack) startRedis() error {
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--maxmemory", "256mb",
 		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"), "--daemonize", "no")
-	if err := cmd.Start(); err != nil {
+	if st.redis, err = proc.Start(cmd); err != nil {
 		return fmt.Errorf("starting redis-server (apt-get install redis-server): %w", err)
 	}
-	st.redis = cmd
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	for deadline := time.Now().Add(startTimeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if ping(addr) {
@@ -233,17 +229,9 @@ func (st *stack) stop() {
 			sd.p.Stop()
 		}
 	}
-	for _, cmd := range []*exec.Cmd{st.mock, st.redis} {
-		if cmd != nil && cmd.Process != nil {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				_ = cmd.Process.Kill()
-				<-done
-			}
+	for _, c := range []*proc.Child{st.mock, st.redis} {
+		if c != nil {
+			c.Stop(5 * time.Second)
 		}
 	}
 	if st.goc != nil {

@@ -10,11 +10,9 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ai-resilience/caddy-ai-resilience/internal/proc"
@@ -87,11 +85,10 @@ type Process struct {
 	// AdminURL is the admin API's base URL, or empty when it is off.
 	AdminURL string
 
-	dir    string
-	cmd    *exec.Cmd
-	exited chan struct{}
-	mu     sync.Mutex
-	done   bool
+	dir   string
+	mu    sync.Mutex
+	child *proc.Child
+	done  bool
 }
 
 // Start writes an instance's Caddyfile into dir, which then holds
@@ -148,16 +145,12 @@ func (p *Process) start(bin string, in Instance) error {
 	// Caddy keeps its instance id and certificates in the data directory.
 	cmd.Env = append(os.Environ(), "HOME="+p.dir, "XDG_DATA_HOME="+p.dir, "XDG_CONFIG_HOME="+p.dir)
 	cmd.Env = append(cmd.Env, in.Env...)
-	if err := cmd.Start(); err != nil {
+	child, err := proc.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("starting caddy: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
 	p.mu.Lock()
-	p.cmd, p.exited = cmd, exited
+	p.child = child
 	p.mu.Unlock()
 	addr := strings.TrimPrefix(p.URL, "http://")
 	for deadline := time.Now().Add(startTimeout); ; {
@@ -166,7 +159,7 @@ func (p *Process) start(bin string, in Instance) error {
 			return nil
 		}
 		select {
-		case <-exited:
+		case <-child.Exited():
 			return fmt.Errorf("caddy on %s exited at start:\n%s", addr, p.Output())
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -180,10 +173,10 @@ func (p *Process) start(bin string, in Instance) error {
 func (p *Process) Pid() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cmd == nil {
+	if p.child == nil {
 		return 0
 	}
-	return p.cmd.Process.Pid
+	return p.child.Pid()
 }
 
 // Stop ends the process as `caddy stop` would (SIGTERM, a graceful
@@ -191,17 +184,11 @@ func (p *Process) Pid() int {
 func (p *Process) Stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.done || p.cmd == nil {
+	if p.done || p.child == nil {
 		return
 	}
 	p.done = true
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(stopGrace):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
+	p.child.Stop(stopGrace)
 }
 
 // Output returns what the process wrote to stdout and stderr.
