@@ -178,6 +178,9 @@ func (st *stack) runPhase(s scenario, spec phaseSpec) (phaseResult, error) {
 		}
 		var r round
 		for attempt := 0; ; attempt++ {
+			if err := st.awaitQuiet(); err != nil {
+				return p, err
+			}
 			r = round{order: order[0].label[:1] + order[1].label[:1] + order[2].label[:1] + order[3].label[:1], reruns: attempt}
 			for _, sd := range order {
 				t, err := st.turn(sd, s, spec)
@@ -254,4 +257,39 @@ func (st *stack) snapshot(measured, idle *side) (snap snapshot, err error) {
 	}
 	snap.ld, err = readCores(st.loadCPUs)
 	return snap, err
+}
+
+// quietProbe is how long awaitQuiet watches the gateway CPUs at a time.
+const quietProbe = 500 * time.Millisecond
+
+// awaitQuiet waits, up to -quiet-wait, until other work leaves the
+// gateway CPUs idle (within -noise) while both gateways are, so that a
+// round does not start in the middle of someone else's build.
+func (st *stack) awaitQuiet() error {
+	if len(st.gwCPUs) == 0 || st.o.quietWait <= 0 {
+		return nil
+	}
+	start := time.Now()
+	for {
+		before, err := readCores(st.gwCPUs)
+		if err != nil {
+			return err
+		}
+		time.Sleep(quietProbe)
+		after, err := readCores(st.gwCPUs)
+		if err != nil {
+			return err
+		}
+		busy := after.minus(before).busy()
+		if busy <= st.o.noise {
+			if waited := time.Since(start); waited > quietProbe {
+				fmt.Printf("  waited %s for other work to leave the gateway CPUs\n", waited.Round(time.Second))
+			}
+			return nil
+		}
+		if time.Since(start) >= st.o.quietWait {
+			fmt.Printf("  the gateway CPUs are still %.0f%% busy with other work after %s; measuring anyway\n", 100*busy, st.o.quietWait)
+			return nil
+		}
+	}
 }

@@ -87,8 +87,9 @@ type options struct {
 	caddyBin string
 	mockBin  string
 
-	noise  float64
-	reruns int
+	noise     float64
+	reruns    int
+	quietWait time.Duration
 
 	profileDir string
 	profileTop int
@@ -121,6 +122,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.mockBin, "mock", "", "mock provider binary (default: go build ./cmd/mockprovider)")
 	fs.Float64Var(&o.noise, "noise", 0.05, "rerun a round when other processes or the hypervisor took more than this share of the gateway CPUs in one of its turns")
 	fs.IntVar(&o.reruns, "reruns", 2, "reruns allowed per noisy round; a round still noisy is kept and marked")
+	fs.DurationVar(&o.quietWait, "quiet-wait", 30*time.Second, "before each round, wait up to this long for other work to leave the gateway CPUs (0: do not wait)")
 	fs.StringVar(&o.profileDir, "profile", "", "directory: fetch a CPU profile of each site's Caddy (admin /debug/pprof/profile) during an extra load turn per scenario, write it there and print the guarded one's top entries")
 	fs.IntVar(&o.profileTop, "profile-top", 25, "entries of the profile to print, by flat and by cumulative time")
 	if err := fs.Parse(args); err != nil {
@@ -171,6 +173,8 @@ func (o options) check() error {
 		return fmt.Errorf("-noise %v: use a share above 0 and at most 1", o.noise)
 	case o.reruns < 0 || o.reruns > 10:
 		return fmt.Errorf("-reruns %d: use 0 to 10", o.reruns)
+	case o.quietWait < 0 || o.quietWait > time.Hour:
+		return fmt.Errorf("-quiet-wait %s: use 0 to 1h", o.quietWait)
 	case o.profileTop < 1 || o.profileTop > 200:
 		return fmt.Errorf("-profile-top %d: use 1 to 200", o.profileTop)
 	case strings.TrimSpace(o.baseline) == "":
