@@ -17,7 +17,7 @@ import (
 // throughput ratio to be the gateway's cost; below it something else was
 // the limit. Busy counts the network processing the kernel does on those
 // CPUs, which is not charged to the process.
-const saturated = 0.95
+const saturated = 0.9
 
 // saturated reports whether the gateway CPUs were saturated in most
 // rounds, for both sides; unpinned, the gateway's CPUs are not its own and
