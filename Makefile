@@ -23,10 +23,17 @@ vet:
 build:
 	./xcaddy.sh
 
-## bench: hot-path benchmarks (the fleet store's against a local redis-server), then Caddy with vs without the module on loopback
+## bench: hot-path benchmarks (the fleet store's against a local redis-server), then
+## bare Caddy vs Caddy with the module, each pinned to its own core apart from wrk
+## and the mock (cmd/loadbench, which builds cmd/caddy and cmd/mockprovider first):
+## about 4 minutes; LOADBENCH_FLAGS='-rounds 7 -duration 5s' for longer
+## (wrk: apt-get install -y wrk; without it a Go client generates the load)
+BENCHTIME ?= 1s
+LOADBENCH_FLAGS ?=
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./handlers/ ./policy/ ./fleet/
-	$(GO) run ./cmd/loadbench
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./handlers/ ./policy/ ./fleet/
+	$(GO) build -o bin/loadbench ./cmd/loadbench
+	bin/loadbench $(LOADBENCH_FLAGS)
 
 ## bench-storm: the storm guards under a production fault mix and a sustained
 ## outage (STORM_OUTAGE long), through a real Caddy, with the numbers printed

@@ -31,7 +31,7 @@ func (c *call) attempt(next caddyhttp.Handler) (done bool, err error) {
 	if t := c.g.cfg.attemptTimeout; t > 0 && c.aw.began.Add(t).Before(c.headersBy) {
 		c.headersBy, c.cut = c.aw.began.Add(t), cutByAttempt
 	}
-	c.dog.arm(time.Until(c.headersBy))
+	c.dog.arm(c, time.Until(c.headersBy))
 	// Deferred too, for a cut body whose abort panics on through serve:
 	// the watchdog must never outlive its attempt (the call is reused).
 	defer c.endAttempt(cancel)

@@ -27,6 +27,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/ai-resilience/caddy-ai-resilience/handlers"
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testbody"
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
 )
 
@@ -53,21 +54,7 @@ func benchGateway(b *testing.B, backoff *handlers.Backoff, noBudget bool) *handl
 // model, max_tokens and stream first (as the SDKs write them), then a
 // conversation padded to the size.
 func requestBody(size int, stream bool) []byte {
-	head := `{"model":"claude-sonnet-4-5","max_tokens":1024,`
-	if stream {
-		head += `"stream":true,`
-	}
-	head += `"system":"You are a helpful assistant.","messages":[`
-	const turn = `{"role":"user","content":[{"type":"text","text":"%s"}]},{"role":"assistant","content":[{"type":"text","text":"%s"}]},`
-	var b strings.Builder
-	b.WriteString(head)
-	word := "lorem ipsum dolor sit amet "
-	for b.Len() < size-200 {
-		n := min(40, (size-200-b.Len())/len(word)/2+1)
-		fmt.Fprintf(&b, turn, strings.Repeat(word, n), strings.Repeat(word, n))
-	}
-	b.WriteString(`{"role":"user","content":"Summarise the above."}]}`)
-	return []byte(b.String())
+	return testbody.Body{Size: size, Stream: stream, System: "You are a helpful assistant."}.Bytes()
 }
 
 // anthropicResponse is a realistic non-streamed Messages answer (~1.6 KB).

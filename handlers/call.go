@@ -40,7 +40,10 @@ type call struct {
 	aw     attemptWriter
 	tap    responseTap
 	bodies *openBodies // the attempts' body readers not yet closed
-	dog    watchdog
+	// dog outlives the call's reuse, as its timer's callback may still
+	// be waiting for the lock when the call is reset: only its lock
+	// guards it, and its generation tells a late callback to do nothing.
+	dog *watchdog
 	// headersBy is when the current attempt must have its response
 	// headers: attempt_timeout after it began, or the deadline.
 	headersBy time.Time
@@ -83,8 +86,13 @@ var calls = sync.Pool{New: func() any { return new(call) }}
 func (g *Gateway) newCall(w http.ResponseWriter, r *http.Request, api wire.API) *call {
 	c := calls.Get().(*call)
 	now := time.Now()
+	dog := c.dog
+	if dog == nil {
+		dog = new(watchdog)
+	}
 	*c = call{
-		g: g, w: w, r: r, api: api,
+		dog: dog,
+		g:   g, w: w, r: r, api: api,
 		start:    now,
 		deadline: now.Add(g.cfg.deadline),
 		raw:      getBody(),
@@ -93,8 +101,7 @@ func (g *Gateway) newCall(w http.ResponseWriter, r *http.Request, api wire.API) 
 		snapshot: w.Header().Clone(),
 		tap:      responseTap{api: api, hold: c.tap.hold[:0], vals: c.tap.vals[:0]},
 	}
-	c.aw = attemptWriter{rw: w, retryOn: g.cfg.retryOn, tap: &c.tap, dog: &c.dog, idle: g.cfg.idleTimeout > 0, charge: &c.charge}
-	c.dog.c = c
+	c.aw = attemptWriter{rw: w, retryOn: g.cfg.retryOn, tap: &c.tap, dog: c.dog, idle: g.cfg.idleTimeout > 0, charge: &c.charge}
 	c.watchHeaders = g.cfg.idleTimeout > 0 || g.cfg.attemptTimeout > 0
 	return c
 }
@@ -112,8 +119,8 @@ func (c *call) release() {
 	if cap(c.tap.hold) > maxHeldEvent || cap(c.tap.vals) > 64 {
 		c.tap.hold, c.tap.vals = nil, nil // no pinning of rare large buffers
 	}
-	hold, vals := c.tap.hold, c.tap.vals
-	*c = call{}
+	hold, vals, dog := c.tap.hold, c.tap.vals, c.dog
+	*c = call{dog: dog}
 	c.tap.hold, c.tap.vals = hold, vals
 	calls.Put(c)
 }

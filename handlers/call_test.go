@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,3 +72,43 @@ func testGateway(t testing.TB, cfg Config) *Gateway {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestWatchdogOutlivesReusedCalls runs attempts whose attempt_timeout fires
+// about when they end, so that a watchdog callback is often still waiting
+// for its lock when the call goes back to the pool and is reused. Under the
+// race detector it fails if resetting a call touches the watchdog a late
+// callback reads.
+func TestWatchdogOutlivesReusedCalls(t *testing.T) {
+	g := testGateway(t, Config{
+		MaxBody: 1 << 20, MaxBuffered: 1 << 30, Retries: ptr(0),
+		MaxWait: caddy.Duration(time.Second), Deadline: caddy.Duration(time.Minute),
+		AttemptTimeout: caddy.Duration(time.Millisecond),
+		CircuitBreaker: &CircuitBreaker{Off: true}, RetryBudget: &RetryBudget{Off: true},
+	})
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		select {
+		case <-time.After(time.Duration(r.ContentLength%3) * 500 * time.Microsecond):
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, err := w.Write([]byte(`{"type":"message","usage":{"input_tokens":1,"output_tokens":1}}`))
+		return err
+	})
+	var wg sync.WaitGroup
+	for worker := 0; worker < 4; worker++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				body := `{"model":"m","max_tokens":5,"messages":[]}` + strings.Repeat(" ", i%3)
+				r := httptest.NewRequest(http.MethodPost, "/v1/messages", strings.NewReader(body))
+				if err := g.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

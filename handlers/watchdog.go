@@ -27,11 +27,11 @@ type watchdog struct {
 // errSilent is why an attempt was ended for idle_timeout.
 var errSilent = errors.New("the upstream sent nothing for longer than idle_timeout")
 
-// arm starts watching an attempt, first looking after d.
-func (w *watchdog) arm(d time.Duration) {
+// arm starts watching an attempt of c, first looking after d.
+func (w *watchdog) arm(c *call, d time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.stopped = false
+	w.c, w.stopped = c, false
 	gen := w.gen
 	w.timer = time.AfterFunc(d, func() { w.fire(gen) })
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/openai/openai-go/v3/responses"
 
 	"github.com/ai-resilience/caddy-ai-resilience/internal/mockprovider"
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testbody"
 	"github.com/ai-resilience/caddy-ai-resilience/internal/testcaddy"
 )
 
@@ -212,12 +213,12 @@ func do(t *testing.T, req *http.Request) (*http.Response, []byte) {
 
 // anthropicJSON is a raw Messages request body.
 func anthropicJSON(model string, stream bool) string {
-	return fmt.Sprintf(`{"model":%q,"max_tokens":256,"stream":%t,"messages":[{"role":"user","content":%q}]}`, model, stream, thePrompt)
+	return testbody.Body{Model: model, MaxTokens: 256, Stream: stream, Prompt: thePrompt}.String()
 }
 
 // chatJSON is a raw Chat Completions request body.
 func chatJSON(model string, stream bool) string {
-	return fmt.Sprintf(`{"model":%q,"stream":%t,"messages":[{"role":"user","content":%q}]}`, model, stream, thePrompt)
+	return testbody.Body{API: testbody.Chat, Model: model, Stream: stream, Prompt: thePrompt}.String()
 }
 
 // logEntries waits up to two seconds for at least n entries of the

@@ -19,6 +19,7 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/ai-resilience/caddy-ai-resilience/internal/mockprovider"
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testbody"
 	"github.com/ai-resilience/caddy-ai-resilience/internal/testcaddy"
 )
 
@@ -30,8 +31,8 @@ type api struct {
 
 var streamAPIs = []api{
 	{"anthropic", "/v1/messages", anthropicJSON("claude-haiku-4-5", true)},
-	{"openai-chat", "/v1/chat/completions", fmt.Sprintf(`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":%q}]}`, thePrompt)},
-	{"openai-responses", "/v1/responses", fmt.Sprintf(`{"model":"gpt-5","stream":true,"input":%q}`, thePrompt)},
+	{"openai-chat", "/v1/chat/completions", testbody.Body{API: testbody.Chat, Model: "gpt-4o-mini", Stream: true, IncludeUsage: true, Prompt: thePrompt}.String()},
+	{"openai-responses", "/v1/responses", testbody.Body{API: testbody.Responses, Model: "gpt-5", Stream: true, Prompt: thePrompt}.String()},
 }
 
 // callLine waits for the call log line after the first `before` ones and

@@ -49,6 +49,7 @@ import (
 
 	_ "github.com/ai-resilience/caddy-ai-resilience"
 	"github.com/ai-resilience/caddy-ai-resilience/internal/mockprovider"
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testbody"
 )
 
 func main() {
@@ -315,7 +316,5 @@ func bigBodies(url string, cfg config, r *result) error {
 // messagesBody is a valid Messages request of about size bytes, for a model
 // the built-in table does not know, so the context guard leaves it alone.
 func messagesBody(size int) []byte {
-	head := `{"model":"membench-model","max_tokens":16,"messages":[{"role":"user","content":"`
-	tail := `"}]}`
-	return []byte(head + strings.Repeat("lorem ipsum ", (size-len(head)-len(tail))/12) + tail)
+	return testbody.Body{Model: "membench-model", MaxTokens: 16, Size: size}.Bytes()
 }

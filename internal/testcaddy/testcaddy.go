@@ -34,6 +34,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/metrics"
 
 	_ "github.com/ai-resilience/caddy-ai-resilience"
+	"github.com/ai-resilience/caddy-ai-resilience/internal/caddyproc"
 	"github.com/ai-resilience/caddy-ai-resilience/internal/testproc"
 )
 
@@ -69,7 +70,7 @@ func StartGlobal(t testing.TB, global, site string) *Server {
 	t.Helper()
 	port := testproc.FreePort(t)
 	logPath := filepath.Join(t.TempDir(), "caddy.log")
-	caddyfile := caddyfileFor(`	admin off
+	caddyfile := caddyproc.Caddyfile(`	admin off
 `+global, t.TempDir(), logPath, "DEBUG", port, site)
 	cfg, _, err := Adapt(caddyfile)
 	if err != nil {
@@ -86,32 +87,6 @@ func StartGlobal(t testing.TB, global, site string) *Server {
 	s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), LogPath: logPath, config: cfg}
 	s.waitReady(t)
 	return s
-}
-
-// caddyfileFor returns a test Caddyfile: the global options (global, then
-// no automatic HTTPS, no saved config, storage in storageDir, and JSON logs
-// at level to logPath, without API keys) and one site on a loopback port.
-func caddyfileFor(global, storageDir, logPath, level string, port int, site string) string {
-	return fmt.Sprintf(`{
-%s
-	auto_https off
-	persist_config off
-	storage file_system %s
-	log {
-		output file %s
-		format filter {
-			request>headers>X-Api-Key delete
-			request>headers>Api-Key delete
-			request>headers>Authorization delete
-		}
-		level %s
-	}
-}
-
-http://127.0.0.1:%d {
-%s
-}
-`, global, storageDir, logPath, level, port, site)
 }
 
 // Reload loads the server's config again, as `caddy reload` does with an

@@ -1,19 +1,19 @@
 // Package testproc helps tests that run other processes: free loopback
-// ports for them, and processes tied to the test binary's life.
+// ports for them, failing the test when there is none.
 package testproc
 
 import (
-	"net"
 	"testing"
+
+	"github.com/ai-resilience/caddy-ai-resilience/internal/proc"
 )
 
 // FreePort returns a loopback TCP port nobody listens on right now.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := proc.FreePort()
 	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	"github.com/ai-resilience/caddy-ai-resilience/internal/proc"
 	"github.com/ai-resilience/caddy-ai-resilience/internal/testproc"
 )
 
@@ -37,12 +38,11 @@ type Server struct {
 	// URL is the redis:// URL of the server.
 	URL string
 
-	t      testing.TB
-	dir    string
-	args   []string
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
+	t     testing.TB
+	dir   string
+	args  []string
+	mu    sync.Mutex
+	child *proc.Child
 }
 
 // binary returns the path of redis-server, skipping the test when it is
@@ -102,20 +102,14 @@ func start(t testing.TB, bin string, extra []string) *Server {
 
 // launch starts the process and waits until it answers PING.
 func (s *Server) launch(bin string) error {
-	cmd := exec.Command(bin, s.args...)
-	testproc.DieWithParent(cmd)
-	if err := cmd.Start(); err != nil {
+	child, err := proc.Start(proc.Command("", bin, s.args...))
+	if err != nil {
 		return err
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
 	s.mu.Lock()
-	s.cmd, s.exited = cmd, exited
+	s.child = child
 	s.mu.Unlock()
-	if err := s.awaitPing(exited); err != nil {
+	if err := s.awaitPing(child.Exited()); err != nil {
 		s.Kill()
 		log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
 		return fmt.Errorf("%w\n%s", err, log)
@@ -150,21 +144,19 @@ func (s *Server) awaitPing(exited <-chan struct{}) error {
 // exit. Its data is gone: nothing is persisted.
 func (s *Server) Kill() {
 	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.cmd = nil
+	child := s.child
+	s.child = nil
 	s.mu.Unlock()
-	if cmd == nil {
-		return
+	if child != nil {
+		child.Kill()
 	}
-	_ = cmd.Process.Kill()
-	<-exited
 }
 
 // Restart starts a killed server again on the same port, empty.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.mu.Lock()
-	running := s.cmd != nil
+	running := s.child != nil
 	s.mu.Unlock()
 	if running {
 		s.t.Fatalf("restarting redis-server on %s: it is still running", s.Addr)

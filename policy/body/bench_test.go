@@ -5,10 +5,9 @@ package body_test
 //	go test -run '^$' -bench . -benchmem ./policy/body/
 
 import (
-	"fmt"
-	"strings"
 	"testing"
 
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testbody"
 	"github.com/ai-resilience/caddy-ai-resilience/policy/body"
 	"github.com/ai-resilience/caddy-ai-resilience/policy/wire"
 )
@@ -17,23 +16,7 @@ import (
 // With modelFirst the small fields lead, as the SDKs write them; otherwise
 // they trail the conversation, the worst case for a reader that stops early.
 func messagesBody(size int, modelFirst, stream bool) []byte {
-	small := `"model":"claude-sonnet-4-5","max_tokens":1024`
-	if stream {
-		small += `,"stream":true`
-	}
-	var conv strings.Builder
-	conv.WriteString(`"system":"You are a helpful assistant.","messages":[`)
-	const turn = `{"role":"user","content":[{"type":"text","text":"%s"}]},{"role":"assistant","content":[{"type":"text","text":"%s"}]},`
-	word := "lorem ipsum dolor sit amet "
-	for conv.Len() < size-len(small)-60 {
-		n := min(40, (size-len(small)-60-conv.Len())/len(word)/2+1)
-		fmt.Fprintf(&conv, turn, strings.Repeat(word, n), strings.Repeat(word, n))
-	}
-	conv.WriteString(`{"role":"user","content":"Summarise."}]`)
-	if modelFirst {
-		return []byte("{" + small + "," + conv.String() + "}")
-	}
-	return []byte("{" + conv.String() + "," + small + "}")
+	return testbody.Body{Size: size, Stream: stream, System: "You are a helpful assistant.", ModelLast: !modelFirst}.Bytes()
 }
 
 var readRequestSink body.Request

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/ai-resilience/caddy-ai-resilience/internal/testbody"
 	"math"
 	"strconv"
 	"strings"
@@ -370,15 +371,7 @@ func sizedMessagesBody(size int, dense bool) []byte {
 	if dense {
 		para = strings.Repeat(`a \"b\"\n`, 30)
 	}
-	var b strings.Builder
-	b.WriteString(`{"max_tokens":1024,"messages":[`)
-	for b.Len() < size-300 {
-		n := max(1, min(4, (size-300-b.Len())/len(para)/2))
-		fmt.Fprintf(&b, `{"role":"user","content":[{"type":"text","text":"%s"}]},{"role":"assistant","content":"%s"},`,
-			strings.Repeat(para, n), strings.Repeat(para, n))
-	}
-	b.WriteString(`{"role":"user","content":"Summarise."}],"model":"claude-sonnet-4-5","system":"You are helpful.\nBe brief."}`)
-	return []byte(b.String())
+	return testbody.Body{Size: size, Filler: para, ModelLast: true, System: "You are helpful.\nBe brief.", Prompt: "Summarise."}.Bytes()
 }
 
 // BenchmarkValidateRequest measures validation of Anthropic bodies; compare

@@ -1,9 +1,9 @@
 //go:build !linux
 
-package testproc
+package proc
 
 import "os/exec"
 
 // DieWithParent does nothing where the kernel cannot tie a child's life to
-// its parent's; the tests' cleanups still stop their processes.
+// its parent's; the callers' cleanups still stop their processes.
 func DieWithParent(*exec.Cmd) {}
