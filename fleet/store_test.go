@@ -368,7 +368,10 @@ func TestOutageLocalShareAndHandBack(t *testing.T) {
 	}
 
 	srv.Restart()
-	await(t, 2*time.Second, "the store restored", func() bool { return !a.Health().Down })
+	// The line follows the flag, so wait for both.
+	await(t, 2*time.Second, "the store restored", func() bool {
+		return !a.Health().Down && a.lines("fleet store restored") > 0
+	})
 	if n := a.lines("fleet store restored"); n != 1 {
 		t.Errorf("%d restored lines, want 1", n)
 	}
@@ -409,7 +412,9 @@ func TestPauseLongerThanTimeoutIsAnOutage(t *testing.T) {
 	if slowest > 400*time.Millisecond {
 		t.Errorf("a request waited %v for the paused store; the timeout is 50ms", slowest)
 	}
-	await(t, 3*time.Second, "the store restored after the pause", func() bool { return !s.Health().Down })
+	await(t, 3*time.Second, "the store restored after the pause", func() bool {
+		return !s.Health().Down && s.lines("fleet store restored") > 0
+	})
 	if s.lines("fleet store restored") != 1 {
 		t.Errorf("%d restored lines", s.lines("fleet store restored"))
 	}
