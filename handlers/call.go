@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
 	"github.com/ai-resilience/caddy-ai-resilience/policy/body"
@@ -42,8 +43,11 @@ type call struct {
 	bodies *openBodies // the attempts' body readers not yet closed
 	// dog outlives the call's reuse, as its timer's callback may still
 	// be waiting for the lock when the call is reset: only its lock
-	// guards it, and its generation tells a late callback to do nothing.
+	// guards it, and a late callback finds it stopped.
 	dog *watchdog
+	// logFields holds the fields of the call's log line, so that the
+	// pooled call carries them rather than a new slice per line.
+	logFields [11]zap.Field
 	// headersBy is when the current attempt must have its response
 	// headers: attempt_timeout after it began, or the deadline.
 	headersBy time.Time
@@ -98,7 +102,7 @@ func (g *Gateway) newCall(w http.ResponseWriter, r *http.Request, api wire.API) 
 		raw:      getBody(),
 		charge:   bufferCharge{limit: g.cfg.MaxBuffered},
 		bodies:   new(openBodies),
-		snapshot: w.Header().Clone(),
+		snapshot: snapshotHeader(w.Header()),
 		tap:      responseTap{api: api, hold: c.tap.hold[:0], vals: c.tap.vals[:0]},
 	}
 	c.aw = attemptWriter{rw: w, retryOn: g.cfg.retryOn, tap: &c.tap, dog: c.dog, idle: g.cfg.idleTimeout > 0, charge: &c.charge}
@@ -236,4 +240,13 @@ func (c *call) sleep(d time.Duration) bool {
 	case <-c.r.Context().Done():
 		return false
 	}
+}
+
+// snapshotHeader copies the client's response headers before any attempt,
+// or returns nil when there are none, the common case, which needs no map.
+func snapshotHeader(h http.Header) http.Header {
+	if len(h) == 0 {
+		return nil
+	}
+	return h.Clone()
 }

@@ -42,6 +42,10 @@ type Gateway struct {
 	Deps
 	// tokenZones is true when a zone limits tokens.
 	tokenZones bool
+	// callLoggers hold, per API, the logger of the per-call line with the
+	// fields that never change (provider, endpoint) already encoded, so
+	// each line encodes only what varies.
+	callLoggers map[wire.API]*zap.Logger
 }
 
 // New returns a gateway for a configuration that Provision has prepared.
@@ -52,7 +56,11 @@ func New(cfg *Config, deps Deps) *Gateway {
 	if deps.Holds == nil {
 		deps.Holds = policy.NewPaceHolds(nil)
 	}
-	return &Gateway{cfg: cfg, Deps: deps, tokenZones: countsTokens(deps.Limits)}
+	g := &Gateway{cfg: cfg, Deps: deps, tokenZones: countsTokens(deps.Limits), callLoggers: make(map[wire.API]*zap.Logger)}
+	for _, api := range wire.All {
+		g.callLoggers[api] = deps.Logger.With(zap.String("provider", api.Family()), zap.String("endpoint", api.Name()))
+	}
+	return g
 }
 
 // ServeHTTP handles one request. Requests the gateway does not read (by

@@ -35,10 +35,8 @@ func (c *call) record() {
 	if failed {
 		msg = "api_call_error"
 	}
-	if ce := c.g.Logger.Check(zapcore.InfoLevel, msg); ce != nil {
-		fields := []zap.Field{
-			zap.String("provider", c.api.Family()),
-			zap.String("endpoint", c.api.Name()),
+	if ce := c.g.callLoggers[c.api].Check(zapcore.InfoLevel, msg); ce != nil {
+		fields := append(c.logFields[:0],
 			zap.String("model", c.req.Model),
 			zap.String("served_model", c.served),
 			zap.Bool("stream", c.req.Stream()),
@@ -48,7 +46,7 @@ func (c *call) record() {
 			zap.Int64("input_tokens", usage.InputTokens),
 			zap.Int64("output_tokens", usage.OutputTokens),
 			zap.String("stop_reason", usage.StopReason),
-		}
+		)
 		// The official SDKs count their own retries in this header: it
 		// tells a client's retries from the gateway's. Only a small count
 		// is logged; the header's text is the client's, of any length.

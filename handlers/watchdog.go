@@ -16,11 +16,16 @@ import (
 //
 // One timer serves all three; each time it fires, the call's watch checks
 // the attempt and says when to look again.
+//
+// The timer is made once and reset for every attempt of every call the
+// watchdog serves. A callback that was already running when its attempt
+// stopped may then check the next attempt: that does no harm, as the check
+// acts only on an attempt that is due and otherwise sets the timer to the
+// time it would have been set to anyway.
 type watchdog struct {
 	c       *call
 	mu      sync.Mutex
 	timer   *time.Timer
-	gen     uint64 // the attempt being watched; a callback of another does nothing
 	stopped bool
 }
 
@@ -32,15 +37,18 @@ func (w *watchdog) arm(c *call, d time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.c, w.stopped = c, false
-	gen := w.gen
-	w.timer = time.AfterFunc(d, func() { w.fire(gen) })
+	if w.timer == nil {
+		w.timer = time.AfterFunc(d, w.fire)
+		return
+	}
+	w.timer.Reset(d)
 }
 
 // fire checks the attempt and arms the timer again if need be.
-func (w *watchdog) fire(gen uint64) {
+func (w *watchdog) fire() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.stopped || w.gen != gen {
+	if w.stopped {
 		return
 	}
 	if next := w.c.watch(time.Now()); next > 0 {
@@ -73,7 +81,6 @@ func (w *watchdog) stop() {
 		return
 	}
 	w.stopped = true
-	w.gen++
 	w.timer.Stop()
 }
 

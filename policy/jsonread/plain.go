@@ -18,6 +18,20 @@ func PlainRun(b []byte) int {
 	if i < end {
 		return i
 	}
+	// Four words at a time while no lane matches: the four tests are
+	// independent, so the CPU runs them side by side, and one branch
+	// serves 32 bytes (measured: about twice the speed of one word at a
+	// time on long text, BenchmarkPlainRun).
+	for i+32 <= len(b) {
+		w := b[i : i+32]
+		if specialLanes(binary.LittleEndian.Uint64(w))|
+			specialLanes(binary.LittleEndian.Uint64(w[8:]))|
+			specialLanes(binary.LittleEndian.Uint64(w[16:]))|
+			specialLanes(binary.LittleEndian.Uint64(w[24:])) != 0 {
+			break
+		}
+		i += 32
+	}
 	for i+8 <= len(b) {
 		if m := specialLanes(binary.LittleEndian.Uint64(b[i:])); m != 0 {
 			return i + bits.TrailingZeros64(m)>>3

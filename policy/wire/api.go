@@ -140,6 +140,9 @@ var (
 	Passthrough     API = passthrough{}
 )
 
+// All lists every API above.
+var All = [...]API{Messages, ChatCompletions, Responses, Completions, Embeddings, Passthrough}
+
 // endpoints maps path endings to APIs. Matching on the ending lets a route
 // keep a prefix (for example /anthropic/v1/messages behind `route
 // /anthropic/*`) and still be recognised; the official SDKs always send these

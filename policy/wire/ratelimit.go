@@ -84,7 +84,9 @@ func parseDecimal(v string, unit time.Duration) (time.Duration, bool) {
 }
 
 // rateLimitWindow names one rate-limit window's remaining and reset headers,
-// in canonical form so that http.Header.Get does not allocate.
+// in canonical form, so that they are looked up in the header map as they
+// are: http.Header.Get would check and canonicalize each name again, on
+// every response.
 type rateLimitWindow struct {
 	remaining, reset string
 }
@@ -100,14 +102,23 @@ func exhaustedReset(h http.Header, windows []rateLimitWindow, parse func(v strin
 	var longest time.Duration
 	found := false
 	for _, w := range windows {
-		if !exhausted(h.Get(w.remaining)) {
+		if !exhausted(firstValue(h, w.remaining)) {
 			continue
 		}
-		if wait, ok := parse(h.Get(w.reset)); ok && (!found || wait > longest) {
+		if wait, ok := parse(firstValue(h, w.reset)); ok && (!found || wait > longest) {
 			longest, found = wait, true
 		}
 	}
 	return longest, found
+}
+
+// firstValue returns the first value of the header with the canonical
+// name key, or "".
+func firstValue(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // exhausted reports whether a `remaining` header value is zero ("0", or
