@@ -1,6 +1,8 @@
 package handlers
 
 import (
+	"context"
+	"errors"
 	"math"
 	"net/http"
 	"strconv"
@@ -150,8 +152,31 @@ func (c *call) serve(next caddyhttp.Handler) error {
 		c.limits.cancel() // it never goes upstream, so it takes no place in the zones
 		return c.answer(ref)
 	}
-	return c.send(next)
+	if err := c.send(next); err != nil {
+		return err
+	}
+	return c.unanswered()
 }
+
+// unanswered returns, for a call whose client left before anything was
+// written to it, the error reverse_proxy returns in that case: status
+// 499, which Caddy records and, were anyone still reading, writes. A nil
+// error there would have Go's server send an empty 200, an answer the
+// client could take for a whole one.
+func (c *call) unanswered() error {
+	if c.end != clientGone {
+		return nil
+	}
+	err := context.Cause(c.r.Context())
+	if err == nil {
+		err = errClientLeft
+	}
+	return caddyhttp.Error(statusClientClosed, err)
+}
+
+// errClientLeft is why a call ended whose client left without its
+// context saying so.
+var errClientLeft = errors.New("the client left")
 
 // refusal is an answer the gateway decides on itself, instead of (or
 // after) the upstream: a gateway error in the API's shape, or nothing at
@@ -189,11 +214,12 @@ const maxRetryAfter = 60 * time.Second
 // with the wait hints every official SDK reads (retry-after-ms first, then
 // retry-after in whole seconds, at least 1 and never 0, which some SDKs
 // take as "retry now") and x-should-retry saying whether waiting can help
-// at all. It returns nil, for the stages' convenience.
+// at all. It returns nil, for the stages' convenience, or, when the client
+// has gone, the error of unanswered.
 func (c *call) answer(ref *refusal) error {
 	if ref.gone {
 		c.end = clientGone
-		return nil
+		return c.unanswered()
 	}
 	h := c.w.Header()
 	if ref.limits != nil {

@@ -1,9 +1,14 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,4 +242,67 @@ func TestDeadlineDoesNotCutStartedStream(t *testing.T) {
 	if len(acc.Choices) != 1 || acc.Choices[0].Message.Content != mockText("gpt-4o-mini", 6) {
 		t.Errorf("choices %+v, want all six deltas", acc.Choices)
 	}
+}
+
+// TestHalfClosedClientGetsNoSuccess: a client that sends a whole request
+// and then, 300ms later, half-closes its connection has left, as far as
+// Go's server can tell. Wherever the gateway is when it notices (in an attempt, sitting
+// out a backoff, queued in a zone), the call is logged client_closed and
+// the connection carries status 499, as bare reverse_proxy's does, never
+// an empty 200 a client could take for a whole answer.
+func TestHalfClosedClientGetsNoSuccess(t *testing.T) {
+	const statusClientClosed = 499
+	// Each case has its own bucket of one request a minute, and may wait
+	// for it longer than the minute its refill takes.
+	g := startGateway(t, limitOptions([]string{"retries 3", "backoff 1ms 2ms"}, limitBlock("half-close", "key {http.request.header.X-Case}", "rpm 1", "wait 90s")), mockprovider.Options{})
+	const body = `{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`
+	request := func(name, steps string) string {
+		return fmt.Sprintf("POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAnthropic-Version: 2023-06-01\r\nX-Api-Key: sk-ant-test\r\nX-Case: %s\r\n%s: %s\r\nContent-Length: %d\r\n\r\n%s",
+			name, mockprovider.ScriptHeader, steps, len(body), body)
+	}
+	// The queued case's bucket is spent first, by a request that completes.
+	if status, answer := rawExchange(t, g.URL, request("queued", "200"), false, 5*time.Second); status != http.StatusOK {
+		t.Fatalf("request spending the bucket: status %d %s", status, answer)
+	}
+	for i, c := range []struct{ name, steps string }{
+		{"in-attempt", "hang"},
+		{"in-backoff", "529:retry-after=5"},
+		{"queued", "200"},
+	} {
+		status, answer := halfCloseAfter(t, g.URL, request(c.name, c.steps), 300*time.Millisecond)
+		if status != statusClientClosed || len(answer) != 0 {
+			t.Errorf("%s: got status %d %q, want %d and no body", c.name, status, answer, statusClientClosed)
+		}
+		if e := g.logEntries(t, "api_call_error", i+1); len(e) != i+1 || e[i]["error_type"] != "client_closed" {
+			t.Errorf("%s: log lines %v, want api_call_error client_closed", c.name, e)
+		}
+	}
+	if n := len(g.mock.Calls()); n != 3 {
+		t.Errorf("upstream saw %d calls, want 3: the first, the hung one, the 529 (no retry after the client left)", n)
+	}
+}
+
+// halfCloseAfter sends a request as raw bytes on a fresh connection,
+// half-closes the connection after wait, and reads the answer: its status
+// and body, or status 0 when the connection ended without one.
+func halfCloseAfter(t *testing.T, url, request string, wait time.Duration) (int, []byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(wait + 5*time.Second))
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(wait)
+	_ = conn.(*net.TCPConn).CloseWrite()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
 }
