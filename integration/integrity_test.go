@@ -24,7 +24,10 @@ import (
 	"github.com/ai-resilience/caddy-ai-resilience/internal/mockprovider"
 )
 
-const responsesPath = "/v1/responses"
+const (
+	responsesPath   = "/v1/responses"
+	completionsPath = "/v1/completions"
+)
 
 // wantGatewayError checks a gateway error: its status and the dialect's
 // shape, with a message containing each of says.
@@ -118,6 +121,43 @@ func TestNumberFormsAreJudgedByValue(t *testing.T) {
 		wantGatewayError(t, "reject chat "+form, chatPath, resp, body, http.StatusBadRequest, "max_completion_tokens is "+form)
 	}
 	noCalls(t, reject, "reject mode")
+}
+
+// TestCapsTheCeilingCannotReadAreRefused sends output caps that are not
+// whole numbers to the OpenAI APIs under a max_tokens ceiling. A
+// compatible upstream might read "99999" as the number, so none may pass
+// unjudged: with validation on, each is a 400 naming the field, in
+// OpenAI's shape; with it off, the ceiling refuses what it cannot judge.
+// An unset cap (null, as the SDKs send it) passes as sent.
+func TestCapsTheCeilingCannotReadAreRefused(t *testing.T) {
+	for _, validate := range []string{"on", "off"} {
+		g := startGateway(t, directives("max_tokens 4096", "validate "+validate), mockprovider.Options{})
+		for _, c := range []struct{ path, field, value string }{
+			{chatPath, "max_completion_tokens", `"99999"`},
+			{chatPath, "max_tokens", `"99999"`},
+			{chatPath, "max_completion_tokens", `true`},
+			{chatPath, "max_completion_tokens", `{"n":99999}`},
+			{responsesPath, "max_output_tokens", `"99999"`},
+			{completionsPath, "max_tokens", `["99999"]`},
+		} {
+			body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"input":"hi","prompt":"hi","` + c.field + `":` + c.value + `}`
+			resp, answer := g.post(t, c.path, body, nil)
+			wantGatewayError(t, "validate "+validate+" "+c.path+" "+c.field+" "+c.value, c.path, resp, answer, http.StatusBadRequest, c.field)
+		}
+		if validate == "on" {
+			// What only validation refuses: numbers the ceiling lets
+			// through, but that are no number of tokens.
+			for _, value := range []string{"-5", "1.5"} {
+				resp, answer := g.post(t, chatPath, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":`+value+`}`, nil)
+				wantGatewayError(t, "max_completion_tokens "+value, chatPath, resp, answer, http.StatusBadRequest, "max_completion_tokens")
+			}
+		}
+		noCalls(t, g, "validate "+validate)
+		sent := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":null}`
+		if resp, answer := g.post(t, chatPath, sent, nil); resp.StatusCode != http.StatusOK {
+			t.Errorf("validate %s: a null cap got status %d %s", validate, resp.StatusCode, answer)
+		}
+	}
 }
 
 // TestUncleanPathsAreGuarded sends API calls under paths that a

@@ -60,7 +60,9 @@ type OutputCapRule struct {
 // API sees to (API.CapLowered: an Anthropic thinking budget is lowered with
 // the cap, or the request refused with both numbers). A request that is
 // invalid as it came is left for the validator or the provider to answer,
-// as is a body that is not a JSON object or a cap that is not a number.
+// as is a body that is not a JSON object, but for a cap that is not a
+// number while a limit applies: that is refused, since the limit cannot be
+// judged on it.
 func ApplyOutputCap(api wire.API, r *body.Request, rule OutputCapRule, modelMax int64) (effective int64, changed bool, _ *body.RequestError) {
 	fields := api.CapFields()
 	if len(fields) == 0 || !r.Object() {
@@ -79,6 +81,14 @@ func ApplyOutputCap(api wire.API, r *body.Request, rule OutputCapRule, modelMax 
 		named = true
 		n, ok := body.Number(raw)
 		if !ok {
+			if limit > 0 {
+				// A limit applies, and nothing says how an upstream reads
+				// this value: a compatible server may take "99999" as the
+				// number. Validation refuses it first when it is on.
+				p := f.String()
+				return 0, changed, &body.RequestError{Param: p, Message: fmt.Sprintf("%s is %s; this gateway limits output tokens per request, so it must be a whole number of at most %d",
+					p, body.Describe(raw), limit)}
+			}
 			continue
 		}
 		if rule.Mode == CapReject && rule.Ceiling > 0 && n > rule.Ceiling {

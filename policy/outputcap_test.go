@@ -82,7 +82,13 @@ func TestApplyOutputCap(t *testing.T) {
 		{"an exponent under the ceiling stays as written", wire.Messages, `{"max_tokens":1e3}`, clamp, 0, "", 1000, ""},
 		{"negative exponent", wire.Messages, `{"max_tokens":4.097e3}`, reject, 0, "", 0, "max_tokens"},
 		{"an escaped key is the same member", wire.Messages, `{"max_tok\u0065ns":50000}`, clamp, 0, `{"max_tok\u0065ns":4096}`, 4096, ""},
-		{"string left to validation", wire.Messages, `{"max_tokens":"5000"}`, OutputCapRule{Ceiling: 10, Default: 5}, 0, "", 0, ""},
+		// A value the limit cannot be judged on is refused while a limit
+		// applies (validation, when on, refuses it first), and otherwise
+		// left to validation and the provider.
+		{"string under a ceiling", wire.Messages, `{"max_tokens":"5000"}`, OutputCapRule{Ceiling: 10, Default: 5}, 0, "", 0, "max_tokens"},
+		{"chat string under a ceiling", wire.ChatCompletions, `{"max_completion_tokens":"99999"}`, clamp, 0, "", 0, "max_completion_tokens"},
+		{"responses bool under the model's limit", wire.Responses, `{"max_output_tokens":true}`, OutputCapRule{}, 8192, "", 0, "max_output_tokens"},
+		{"string without a limit left to validation", wire.Messages, `{"max_tokens":"5000"}`, OutputCapRule{Default: 5}, 0, "", 0, ""},
 		{"nested field is not the cap", wire.Messages, `{"metadata":{"max_tokens":99999}}`, clamp, 0, "", 0, ""},
 	} {
 		in := []byte(tc.body)

@@ -22,7 +22,8 @@ func (chat) ExampleModel() string { return `"model":"gpt-4o-mini"` }
 // Validate checks what the Chat Completions schema requires (openai-go v3
 // ChatCompletionNewParams: model and messages are api:"required"): `model`
 // a string, and `messages` an array whose content parts are tagged by
-// "type" (text, image_url, input_audio, file, refusal).
+// "type" (text, image_url, input_audio, file, refusal); output caps, when
+// set, whole numbers.
 func (c chat) Validate(r *body.Request) *body.RequestError {
 	if err := checkDocument(r, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}`); err != nil {
 		return err
@@ -30,7 +31,10 @@ func (c chat) Validate(r *body.Request) *body.RequestError {
 	if err := checkModel(r, true, c.ExampleModel()); err != nil {
 		return err
 	}
-	return checkMessages(r)
+	if err := checkMessages(r); err != nil {
+		return err
+	}
+	return checkOptionalCaps(r, chatCaps)
 }
 
 // chatCaps: max_completion_tokens is current and `max_tokens` is deprecated

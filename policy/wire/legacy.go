@@ -17,12 +17,16 @@ func (completions) WalkContent() bool { return false }
 func (completions) ExampleModel() string { return `"model":"gpt-3.5-turbo-instruct"` }
 
 // Validate: `model` is required (openai-go v3 CompletionNewParams.Model,
-// api:"required"); `prompt` is left to the provider.
+// api:"required"); `prompt` is left to the provider; `max_tokens`, when
+// set, is a whole number.
 func (c completions) Validate(r *body.Request) *body.RequestError {
 	if err := checkDocument(r, `{"model":"gpt-3.5-turbo-instruct","prompt":"Hello"}`); err != nil {
 		return err
 	}
-	return checkModel(r, true, c.ExampleModel())
+	if err := checkModel(r, true, c.ExampleModel()); err != nil {
+		return err
+	}
+	return checkOptionalCaps(r, completionsCaps)
 }
 
 var completionsCaps = []body.Field{body.FieldMaxTokens}

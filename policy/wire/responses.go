@@ -23,12 +23,16 @@ func (responses) ExampleModel() string { return `"model":"gpt-4o-mini"` }
 // model (openai-go v3 ResponseNewParams.Model has no api:"required"), but
 // when present it must be a string, as every SDK types it. `input` may be
 // absent too: `previous_response_id`, `conversation` or a stored `prompt`
-// can supply the conversation.
+// can supply the conversation. `max_output_tokens`, when set, is a
+// whole number.
 func (a responses) Validate(r *body.Request) *body.RequestError {
 	if err := checkDocument(r, `{"model":"gpt-4o-mini","input":"Hello"}`); err != nil {
 		return err
 	}
-	return checkModel(r, false, a.ExampleModel())
+	if err := checkModel(r, false, a.ExampleModel()); err != nil {
+		return err
+	}
+	return checkOptionalCaps(r, responsesCaps)
 }
 
 var responsesCaps = []body.Field{body.FieldMaxOutputTokens}

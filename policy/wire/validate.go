@@ -86,24 +86,54 @@ func checkMessages(r *body.Request) *body.RequestError {
 const exampleBlock = `{"type":"text","text":"Hello"}`
 
 // checkPositiveInteger checks a required member that must be a positive
-// integer. A number with a zero fraction such as 1024.0 passes: it is an
-// integer in value, and whether the provider's parser takes it is the
-// provider's call. fix tells how to set it.
+// integer (see integerAtLeast). fix tells how to set it.
 func checkPositiveInteger(r *body.Request, f body.Field, missing, fix string) *body.RequestError {
 	v := r.Raw(f)
 	name := f.String()
 	if v == nil {
 		return &body.RequestError{Param: name, Message: "Missing required field `" + name + "`: " + missing + fix}
 	}
-	if body.IsNumber(v) {
-		// The read has checked the number's syntax; a value too large for
-		// a float64 parses as +Inf, which is left for the provider to
-		// refuse.
-		n, _ := strconv.ParseFloat(unsafe.String(unsafe.SliceData(v), len(v)), 64)
-		if n >= 1 && n == math.Trunc(n) {
-			return nil
+	if integerAtLeast(v, 1) {
+		return nil
+	}
+	return notInteger(name, v, "a positive integer", fix)
+}
+
+// checkOptionalCaps checks the output caps of an API whose caps are
+// optional: each may be absent or null (the OpenAI SDKs send null for an
+// unset optional integer), and is otherwise a whole number, as the OpenAI
+// API requires (it answers 400 "Invalid type for 'max_completion_tokens':
+// expected an integer" to a string). Zero passes: legacy Completions take
+// max_tokens 0 with echo to score a prompt. The gateway enforces its
+// max_tokens ceiling on these values, so one it cannot read as a number
+// must not reach a compatible upstream that might.
+func checkOptionalCaps(r *body.Request, fields []body.Field) *body.RequestError {
+	for _, f := range fields {
+		if v := r.Raw(f); v != nil && string(v) != "null" && !integerAtLeast(v, 0) {
+			name := f.String()
+			return notInteger(name, v, "a whole number of tokens", " Set it to the most output tokens the reply may use, for example \""+name+"\":1024, or leave it out.")
 		}
 	}
-	return &body.RequestError{Param: name, Message: "`" + name + "` must be a positive integer, but it is " +
+	return nil
+}
+
+// integerAtLeast reports whether a JSON value is a number that is an
+// integer in value, at least least. A number with a zero fraction such as
+// 1024.0 passes: whether the provider's parser takes it is the provider's
+// call. A value too large for a float64 parses as +Inf, which is left for
+// the provider to refuse.
+func integerAtLeast(v []byte, least float64) bool {
+	if !body.IsNumber(v) {
+		return false
+	}
+	// The read has checked the number's syntax.
+	n, _ := strconv.ParseFloat(unsafe.String(unsafe.SliceData(v), len(v)), 64)
+	return n >= least && n == math.Trunc(n)
+}
+
+// notInteger is the error for a member name whose value v is not what it
+// must be (want, such as "a positive integer"); fix tells how to set it.
+func notInteger(name string, v []byte, want, fix string) *body.RequestError {
+	return &body.RequestError{Param: name, Message: "`" + name + "` must be " + want + ", but it is " +
 		body.Describe(v) + "." + fix}
 }

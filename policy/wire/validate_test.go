@@ -97,6 +97,22 @@ func TestValidateRequest(t *testing.T) {
 		{"chat/messages_object", ChatCompletions, `{"model":"gpt-4o-mini","messages":{"role":"user","content":"Hi"}}`, "messages", true},
 		{"chat/messages_object_twin", ChatCompletions, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}]}`, "-", false},
 
+		// OpenAI output caps: optional int64 (param.Opt[int64] in openai-go
+		// v3, null when unset); the API answers 400 "Invalid type for
+		// 'max_completion_tokens': expected an integer" to anything else.
+		{"chat/cap_string", ChatCompletions, `{"model":"gpt-4o-mini","messages":[],"max_completion_tokens":"99999"}`, "max_completion_tokens", true},
+		{"chat/cap_string_twin", ChatCompletions, `{"model":"gpt-4o-mini","messages":[],"max_completion_tokens":99999}`, "-", false},
+		{"chat/cap_negative", ChatCompletions, `{"model":"gpt-4o-mini","messages":[],"max_completion_tokens":-5}`, "max_completion_tokens", true},
+		{"chat/cap_fraction", ChatCompletions, `{"model":"gpt-4o-mini","messages":[],"max_completion_tokens":1.5}`, "max_completion_tokens", true},
+		{"chat/cap_fraction_twin", ChatCompletions, `{"model":"gpt-4o-mini","messages":[],"max_completion_tokens":2.0}`, "-", false},
+		{"chat/deprecated_cap_bool", ChatCompletions, `{"model":"gpt-4o-mini","messages":[],"max_tokens":true}`, "max_tokens", true},
+		{"chat/cap_null_twin", ChatCompletions, `{"model":"gpt-4o-mini","messages":[],"max_tokens":null}`, "-", false},
+		{"responses/cap_string", Responses, `{"model":"gpt-4.1","input":"Hi","max_output_tokens":"99999"}`, "max_output_tokens", true},
+		{"responses/cap_string_twin", Responses, `{"model":"gpt-4.1","input":"Hi","max_output_tokens":99999}`, "-", false},
+		{"completions/cap_object", Completions, `{"model":"gpt-3.5-turbo-instruct","prompt":"Hi","max_tokens":{"n":5}}`, "max_tokens", true},
+		// Legacy Completions score a prompt with max_tokens 0 and echo.
+		{"completions/cap_zero_twin", Completions, `{"model":"gpt-3.5-turbo-instruct","prompt":"Hi","max_tokens":0,"echo":true}`, "-", false},
+
 		// max_tokens (Anthropic): api:"required" int64; the API answers
 		// "max_tokens: Field required" and rejects values below 1.
 		{"anthropic/no_max_tokens", Messages, `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"Hi"}]}`, "max_tokens", true},
