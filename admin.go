@@ -68,7 +68,7 @@ type circuitState struct {
 	Model string `json:"model"`
 	State string `json:"state"`
 	// Until is, when open, the end of the cooldown; when half-open, the end
-	// of the probes' allowance.
+	// of the probes' allowance, absent when no probe has gone yet.
 	Until string `json:"until,omitempty"`
 }
 
@@ -166,7 +166,7 @@ func circuitStates() []circuitState {
 	out := make([]circuitState, 0, len(byModel))
 	for _, c := range byModel {
 		cs := circuitState{Model: c.Model, State: c.State.String()}
-		if c.State != policy.CircuitClosed {
+		if !c.Until.IsZero() {
 			cs.Until = c.Until.UTC().Format(time.RFC3339Nano)
 		}
 		out = append(out, cs)

@@ -694,3 +694,26 @@ func TestFleetAdminState(t *testing.T) {
 		t.Errorf("with Redis gone: store %+v, instances %+v", st.Store, st.Instances)
 	}
 }
+
+// TestAdminStateCircuitAfterCooldown: the admin endpoint reports a circuit
+// as a request would find it. Open during its cooldown; once the cooldown
+// is over, half-open with no end, though no request has come to move it:
+// the next one goes through as a probe. One instance, no store.
+func TestAdminStateCircuitAfterCooldown(t *testing.T) {
+	f := startFleetWith(t, 1, "", directives("retries 0", "circuit_breaker 2 1s"), true)
+	a := sdkClient(f.procs[0])
+	for range 2 {
+		if _, err := a.Messages.New(context.Background(), haiku("claude-opus-4-1"), script("529")); err == nil {
+			t.Fatal("the scripted failure succeeded")
+		}
+	}
+	st, raw := fetchState(t, f.procs[0])
+	if len(st.Circuits) != 1 || st.Circuits[0].State != "open" || st.Circuits[0].Until.IsZero() {
+		t.Fatalf("after two failures: circuits %s, want claude-opus-4-1 open with its end", raw)
+	}
+	time.Sleep(time.Until(st.Circuits[0].Until) + 50*time.Millisecond)
+	st, raw = fetchState(t, f.procs[0])
+	if len(st.Circuits) != 1 || st.Circuits[0].State != "half_open" || strings.Contains(raw, `"until"`) {
+		t.Errorf("after the cooldown: %s, want claude-opus-4-1 half_open with no until", raw)
+	}
+}

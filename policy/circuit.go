@@ -465,15 +465,23 @@ func (cb *CircuitBreaker) enter(model string, c *circuit, to CircuitState, until
 	return Transition{Model: model, From: from, To: to, Generation: gen}
 }
 
-// Snapshot returns the state of every tracked model, in no set order.
+// Snapshot returns the state of every tracked model, in no set order, as
+// a request would find it now: an open circuit whose cooldown has ended is
+// reported half-open (with no Until), since the next request for its model
+// goes through as a probe; the breaker itself moves it only when that
+// request comes.
 func (cb *CircuitBreaker) Snapshot() []CircuitStatus {
 	var out []CircuitStatus
+	now := cb.now()
 	cb.models.Range(func(k, v any) bool {
 		c := v.(*circuit)
 		c.mu.Lock()
 		_, state := c.load()
 		st := CircuitStatus{Model: k.(string), State: state}
-		if state != CircuitClosed {
+		switch {
+		case state == CircuitOpen && !now.Before(c.until):
+			st.State = CircuitHalfOpen
+		case state != CircuitClosed:
 			st.Until = c.until
 		}
 		dropped := c.dropped

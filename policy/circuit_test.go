@@ -376,14 +376,25 @@ func TestCircuitSnapshot(t *testing.T) {
 		p, _ := cb.Allow(m)
 		cb.Record(p, OutcomeFailure)
 	}
-	clock.advance(time.Minute)
-	cb.Allow("b")
-	got := map[string]CircuitStatus{}
-	for _, s := range cb.Snapshot() {
-		got[s.Model] = s
+	snapshot := func() map[string]CircuitStatus {
+		got := map[string]CircuitStatus{}
+		for _, s := range cb.Snapshot() {
+			got[s.Model] = s
+		}
+		return got
 	}
-	if len(got) != 2 || got["a"].State != CircuitOpen || !got["a"].Until.Equal(clock.now()) || got["b"].State != CircuitHalfOpen {
-		t.Errorf("snapshot = %+v", got)
+	end := clock.now().Add(time.Minute)
+	clock.advance(time.Minute - time.Second)
+	if got := snapshot(); len(got) != 2 || got["a"].State != CircuitOpen || !got["a"].Until.Equal(end) {
+		t.Errorf("in the cooldown: snapshot = %+v, want both open until %v", got, end)
+	}
+	// Once the cooldown is over, a circuit no request has touched since is
+	// reported as the next request finds it: half-open, letting a probe
+	// through. One a request has moved is half-open in fact.
+	clock.advance(time.Second)
+	cb.Allow("b")
+	if got := snapshot(); len(got) != 2 || got["a"].State != CircuitHalfOpen || !got["a"].Until.IsZero() || got["b"].State != CircuitHalfOpen {
+		t.Errorf("after the cooldown: snapshot = %+v, want both half-open", got)
 	}
 }
 
