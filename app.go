@@ -230,9 +230,15 @@ func (a *App) zoneStore(zone, scope string) (policy.SharedStore, string, error) 
 	case a != nil && a.store != nil:
 		return a.store, "\x00store=" + a.storeKey, nil
 	case scope == "fleet":
-		return nil, "", fmt.Errorf("zone %q has scope fleet, but there is no fleet store: add the global option `ai_resilience { redis <url> }`, or use scope instance", zone)
+		return nil, "", errFleetWithoutStore(zone)
 	}
 	return nil, "", nil
+}
+
+// errFleetWithoutStore is the error for a zone of scope fleet where there
+// is no fleet store.
+func errFleetWithoutStore(zone string) error {
+	return fmt.Errorf("zone %q has scope fleet, but there is no fleet store: add the global option `ai_resilience { redis <url> }`, or use scope instance", zone)
 }
 
 // Interface guards

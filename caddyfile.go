@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+	"github.com/tidwall/gjson"
 
 	"github.com/ai-resilience/caddy-ai-resilience/handlers"
 	"github.com/ai-resilience/caddy-ai-resilience/policy"
@@ -24,9 +25,16 @@ func init() {
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	var handler Handler
+	handler := Handler{noStore: !hasStore(h.Option("ai_resilience"))}
 	err := handler.UnmarshalCaddyfile(h.Dispenser)
 	return &handler, err
+}
+
+// hasStore reports whether the ai_resilience global option, as its parser
+// returned it (nil when absent), names a fleet store.
+func hasStore(option any) bool {
+	app, ok := option.(httpcaddyfile.App)
+	return ok && gjson.GetBytes(app.Value, "redis").Exists()
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -230,8 +238,11 @@ func (h *Handler) parseRetries(d *caddyfile.Dispenser) error {
 		return err
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 || n > 100 {
-		return d.Errf("bad retries count %q: use a whole number from 0 to 100", v)
+	if err == nil {
+		err = handlers.CheckRetries(n)
+	}
+	if err != nil {
+		return d.Errf("bad retries count %q: use a whole number from 0 to %d", v, handlers.MaxRetries)
 	}
 	h.Retries = &n
 	return nil
@@ -264,11 +275,11 @@ func (h *Handler) parseRetryOn(d *caddyfile.Dispenser) error {
 	}
 	for _, a := range args {
 		code, err := strconv.Atoi(a)
-		if err == nil {
-			_, err = policy.NewRetryOn([]int{code})
-		}
 		if err != nil {
-			return d.Errf("bad retry_on status %q: use HTTP status codes from 100 to 599", a)
+			return d.Errf("bad retry_on status %q: use HTTP error statuses from 400 to 599", a)
+		}
+		if _, err := policy.NewRetryOn([]int{code}); err != nil {
+			return d.Err(err.Error())
 		}
 		h.RetryOn = append(h.RetryOn, code)
 	}
@@ -417,8 +428,8 @@ func (h *Handler) parseCircuitBreaker(d *caddyfile.Dispenser) error {
 				return err
 			}
 			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 1_000_000 {
-				return d.Errf("bad circuit_breaker %s %q: use a whole number from 1 to 1000000", name, v)
+			if err != nil || n < 1 || n > handlers.MaxCircuitCount {
+				return d.Errf("bad circuit_breaker %s %q: use a whole number from 1 to %d", name, v, handlers.MaxCircuitCount)
 			}
 			if name == "probes" {
 				cb.Probes = n
@@ -494,6 +505,8 @@ func (h *Handler) parseLimit(d *caddyfile.Dispenser) error {
 		case "scope":
 			if z.Scope, err = oneArg(d); err == nil && z.Scope != "fleet" && z.Scope != "instance" {
 				err = d.Errf("limit scope must be fleet or instance, not %q", z.Scope)
+			} else if err == nil && z.Scope == "fleet" && h.noStore {
+				err = d.Err(errFleetWithoutStore(z.Zone).Error())
 			}
 		default:
 			err = d.Errf("unrecognized limit setting %q: use key, rpm, tpm, wait, max_keys or scope", d.Val())

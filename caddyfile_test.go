@@ -2,6 +2,7 @@ package airesilience
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -149,8 +150,10 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"backoff three values", "\tbackoff 1s 2s 3s", 2, []string{"backoff"}},
 		{"backoff zero", "\tbackoff 0s", 2, []string{"backoff", `"0s"`, "positive"}},
 		{"backoff max below base", "\tbackoff 2s 1s", 2, []string{"backoff", "below", "2s"}},
-		{"status too low", "\tretry_on 429 99", 2, []string{"retry_on", `"99"`, "100 to 599"}},
-		{"status too high", "\tretry_on 600", 2, []string{"retry_on", `"600"`, "100 to 599"}},
+		{"status too low", "\tretry_on 429 99", 2, []string{"retry_on", "99", "400 to 599"}},
+		{"status too high", "\tretry_on 600", 2, []string{"retry_on", "600", "400 to 599"}},
+		{"success status", "\tretry_on 429 200", 2, []string{"retry_on", "200", "not an error", "400 to 599"}},
+		{"redirect status", "\tretry_on 304", 2, []string{"retry_on", "304", "not an error"}},
 		{"status not a number", "\tretry_on rate_limit", 2, []string{"retry_on", `"rate_limit"`}},
 		{"retry_on empty", "\tretry_on", 2, []string{"retry_on", "at least one"}},
 		{"fallback with one model", "\tfallback claude-opus-4-5", 2, []string{"fallback", "at least one model"}},
@@ -249,5 +252,33 @@ func TestDirectiveOrdersItselfBeforeReverseProxy(t *testing.T) {
 	}
 	if r := gjson.GetBytes(cfg, "apps.http.servers.srv0.routes.0.handle.0.retries"); r.Int() != 1 {
 		t.Errorf("retries did not reach the JSON: %s", cfg)
+	}
+}
+
+// TestScopeFleetWithoutStoreNamesItsLine: a zone of scope fleet in a
+// Caddyfile without the ai_resilience global option (or with one that
+// names no store) fails to adapt at the zone's scope line, saying what to
+// add; with a store it adapts.
+func TestScopeFleetWithoutStoreNamesItsLine(t *testing.T) {
+	site := `:8080 {
+	ai_resilience {
+		limit org {
+			rpm 10
+			scope fleet
+		}
+	}
+	reverse_proxy 127.0.0.1:9
+}
+`
+	for _, global := range []string{"", "{\n\tai_resilience {\n\t}\n}\n"} {
+		_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(global+site), map[string]any{"filename": "Caddyfile"})
+		line := 5 + strings.Count(global, "\n")
+		if err == nil || !strings.Contains(err.Error(), "ai_resilience { redis <url> }") || !strings.Contains(err.Error(), fmt.Sprintf("Caddyfile:%d", line)) {
+			t.Errorf("global %q: got %v, want the missing store named at Caddyfile:%d", global, err, line)
+		}
+	}
+	withStore := "{\n\tai_resilience {\n\t\tredis redis://127.0.0.1:9\n\t}\n}\n"
+	if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(withStore+site), map[string]any{"filename": "Caddyfile"}); err != nil {
+		t.Errorf("with a store: %v", err)
 	}
 }

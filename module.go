@@ -51,6 +51,11 @@ type Handler struct {
 	gateway *handlers.Gateway
 	logger  *zap.Logger
 	taken   []taken // zones and state taken from their pools, to give back
+
+	// noStore is set by the Caddyfile adapter when the Caddyfile has no
+	// fleet store (no `ai_resilience { redis … }` global option), so that
+	// `scope fleet` is refused at its line.
+	noStore bool
 }
 
 // CaddyModule returns the Caddy module information.

@@ -120,6 +120,7 @@ func TestProvisionRejectsBadJSON(t *testing.T) {
 	}{
 		{"provider", Handler{Config: handlers.Config{Provider: "gemini"}}, "provider"},
 		{"retry_on status", Handler{Config: handlers.Config{RetryOn: []int{429, 600}}}, "600"},
+		{"retry_on success", Handler{Config: handlers.Config{RetryOn: []int{200}}}, "not an error"},
 		{"fallback of one", Handler{Config: handlers.Config{Fallback: [][]string{{"a"}}}}, "at least two"},
 		{"model in two chains", Handler{Config: handlers.Config{Fallback: [][]string{{"a", "b"}, {"c", "a"}}}}, `"a"`},
 	} {
@@ -133,7 +134,7 @@ func TestProvisionRejectsBadJSON(t *testing.T) {
 }
 
 func TestValidateRejectsBadCombinations(t *testing.T) {
-	negative := -1
+	negative, thousand := -1, 1000
 	overHundred := 150.0
 	for _, c := range []struct {
 		name string
@@ -144,6 +145,9 @@ func TestValidateRejectsBadCombinations(t *testing.T) {
 		{"backoff max below base", Handler{Config: handlers.Config{Backoff: &handlers.Backoff{Base: caddy.Duration(2 * time.Second), Max: caddy.Duration(time.Second)}}}, "below its base"},
 		{"client_retries", Handler{Config: handlers.Config{ClientRetries: "sometimes"}}, "allow or deny"},
 		{"negative retries", Handler{Config: handlers.Config{Retries: &negative}}, "retries"},
+		// The bounds the Caddyfile names on its line hold for JSON too.
+		{"retries above 100", Handler{Config: handlers.Config{Retries: &thousand}}, "0 to 100"},
+		{"circuit_breaker min_calls", Handler{Config: handlers.Config{CircuitBreaker: &handlers.CircuitBreaker{Failures: 5, Cooldown: caddy.Duration(time.Second), MinCalls: 2_000_000}}}, "min_calls"},
 		{"negative max_body", Handler{Config: handlers.Config{MaxBody: -1}}, "max_body"},
 		{"negative max_buffered", Handler{Config: handlers.Config{MaxBuffered: -1}}, "max_buffered"},
 		{"max_buffered below max_body", Handler{Config: handlers.Config{MaxBody: 64 << 20, MaxBuffered: 32 << 20}}, "below max_body"},

@@ -419,8 +419,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("max_buffered must be positive, got %d", c.MaxBuffered)
 	case c.MaxBuffered < c.MaxBody:
 		return fmt.Errorf("max_buffered (%d bytes) is below max_body (%d bytes), so the largest request allowed could never be held; raise max_buffered or lower max_body", c.MaxBuffered, c.MaxBody)
-	case *c.Retries < 0:
-		return fmt.Errorf("retries must be 0 or more, got %d", *c.Retries)
 	case c.MaxWait < 0:
 		return fmt.Errorf("max_wait must be positive")
 	case c.Deadline <= 0:
@@ -440,6 +438,9 @@ func (c *Config) Validate() error {
 	case c.MaxTokens != nil && c.DefaultMaxTokens > c.MaxTokens.Limit:
 		return fmt.Errorf("default_max_tokens %d is above the max_tokens ceiling %d", c.DefaultMaxTokens, c.MaxTokens.Limit)
 	}
+	if err := CheckRetries(*c.Retries); err != nil {
+		return err
+	}
 	if err := c.Backoff.Check(); err != nil {
 		return err
 	}
@@ -456,6 +457,19 @@ func (c *Config) Validate() error {
 		if err := z.Config().Check(); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// MaxRetries bounds retries per model: far beyond what helps (the retry
+// budget and the deadline stop a storm long before), but it keeps a typo
+// such as 1000 from turning one request into a thousand.
+const MaxRetries = 100
+
+// CheckRetries reports a retries count outside 0..MaxRetries.
+func CheckRetries(n int) error {
+	if n < 0 || n > MaxRetries {
+		return fmt.Errorf("retries must be a whole number from 0 to %d, got %d", MaxRetries, n)
 	}
 	return nil
 }
@@ -482,9 +496,14 @@ func (cb *CircuitBreaker) check() error {
 		return fmt.Errorf("circuit_breaker failure_rate must be from 0 to 100 (percent), got %v", *cb.FailureRate)
 	case cb.Window < 0 || cb.MinCalls < 0 || cb.Probes < 0:
 		return errors.New("circuit_breaker window, min_calls and probes must be positive")
+	case cb.MinCalls > MaxCircuitCount || cb.Probes > MaxCircuitCount:
+		return fmt.Errorf("circuit_breaker min_calls and probes must be at most %d", MaxCircuitCount)
 	}
 	return nil
 }
+
+// MaxCircuitCount bounds a breaker's min_calls and probes.
+const MaxCircuitCount = 1_000_000
 
 // Settings returns the breaker's settings, defaults filled in.
 func (cb *CircuitBreaker) Settings() policy.CircuitSettings {

@@ -27,21 +27,26 @@ func DefaultRetryOn() RetryOn {
 	return r
 }
 
-// NewRetryOn builds a set from configured statuses. A status outside 100–599
-// is an error, because it is not an HTTP status and would silently never
-// match.
+// NewRetryOn builds a set from configured statuses. A status outside 400–599
+// is an error: below 100 or above 599 it is no HTTP status, and an
+// informational, success or redirect status is no failure to retry (the
+// answer passes to the client as it is), so either would silently never
+// apply.
 func NewRetryOn(statuses []int) (RetryOn, error) {
 	var r RetryOn
 	for _, s := range statuses {
-		if s < 100 || s > 599 {
-			return RetryOn{}, fmt.Errorf("retry_on status %d is not an HTTP status: use a value from 100 to 599", s)
+		switch {
+		case s < 100 || s > 599:
+			return RetryOn{}, fmt.Errorf("retry_on status %d is not an HTTP status: use error statuses from 400 to 599", s)
+		case s < 400:
+			return RetryOn{}, fmt.Errorf("retry_on status %d is not an error: the gateway retries failures, so use statuses from 400 to 599", s)
 		}
 		r.add(s)
 	}
 	return r, nil
 }
 
-// add puts a status, already checked to be in 100–599, into the set.
+// add puts a status, already checked to be in 400–599, into the set.
 func (r *RetryOn) add(status int) {
 	r.bits[status/64] |= 1 << (status % 64)
 }

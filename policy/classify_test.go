@@ -39,7 +39,7 @@ func TestDefaultRetryOnEveryStatus(t *testing.T) {
 }
 
 func TestRetryOnHasOutOfRange(t *testing.T) {
-	r, err := NewRetryOn([]int{100, 599})
+	r, err := NewRetryOn([]int{400, 599})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,11 +54,11 @@ func TestRetryOnHasOutOfRange(t *testing.T) {
 }
 
 func TestNewRetryOn(t *testing.T) {
-	r, err := NewRetryOn([]int{100, 199, 400, 418, 418, 501, 575, 576, 599})
+	r, err := NewRetryOn([]int{400, 418, 418, 501, 575, 576, 599})
 	if err != nil {
 		t.Fatalf("NewRetryOn: %v", err)
 	}
-	in := map[int]bool{100: true, 199: true, 400: true, 418: true, 501: true, 575: true, 576: true, 599: true}
+	in := map[int]bool{400: true, 418: true, 501: true, 575: true, 576: true, 599: true}
 	for s := 100; s <= 599; s++ {
 		if got := r.Has(s); got != in[s] {
 			t.Errorf("Has(%d) = %v, want %v", s, got, in[s])
@@ -68,8 +68,6 @@ func TestNewRetryOn(t *testing.T) {
 		status int
 		want   Verdict
 	}{
-		{100, Verdict{}}, // listed, but an informational response is no failure
-		{199, Verdict{}},
 		{400, Verdict{true, ReasonOther}},
 		{418, Verdict{true, ReasonOther}},
 		{501, Verdict{true, ReasonServerError}},
@@ -95,15 +93,18 @@ func TestNewRetryOn(t *testing.T) {
 	}
 }
 
+// TestNewRetryOnErrors: a status that is no HTTP status, or no failure
+// (informational, success, redirect: the answer passes as it is, so it
+// would never be retried), is refused with the range that is allowed.
 func TestNewRetryOnErrors(t *testing.T) {
-	for _, s := range []int{math.MinInt, -429, 0, 99, 600, 1000, math.MaxInt} {
+	for _, s := range []int{math.MinInt, -429, 0, 99, 100, 101, 200, 204, 304, 399, 600, 1000, math.MaxInt} {
 		_, err := NewRetryOn([]int{429, s, 503})
 		if err == nil {
 			t.Errorf("NewRetryOn with %d: no error", s)
 			continue
 		}
 		msg := err.Error()
-		for _, part := range []string{strconv.Itoa(s), "100", "599"} {
+		for _, part := range []string{strconv.Itoa(s), "400", "599"} {
 			if !strings.Contains(msg, part) {
 				t.Errorf("NewRetryOn with %d: error %q does not mention %q", s, msg, part)
 			}
