@@ -232,6 +232,7 @@ func TestAppRejectsBadSettings(t *testing.T) {
 	}{
 		{"no url", Redis{}, "no store URL"},
 		{"bad scheme", Redis{URLs: []string{"tcp://127.0.0.1:1"}}, "redis://host:port"},
+		{"unset environment variable", Redis{URLs: []string{"{env.AI_RESILIENCE_TEST_UNSET}"}}, "may be unset"},
 		{"several without cluster", Redis{URLs: []string{"redis://a:1", "redis://b:1"}}, "without cluster"},
 		{"fallback", Redis{URLs: []string{"redis://a:1"}, OnUnavailable: "maybe"}, "local, deny or allow"},
 		{"prefix", Redis{URLs: []string{"redis://a:1"}, Prefix: "{x}"}, "brace"},

@@ -113,7 +113,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				dst = &h.Deadline
 			}
 			if err = parseDuration(d, dst); err == nil && *dst == 0 {
-				err = d.Errf("%s must be longer than 0 (0 would mean the default); to give up on every wait hint use a short max_wait such as 1ms", name)
+				hint := "to give up on every wait hint use a short max_wait such as 1ms"
+				if name == "deadline" {
+					hint = "a deadline is how long a call may take in all, such as 2m"
+				}
+				err = d.Errf("%s must be longer than 0 (0 would mean the default); %s", name, hint)
 			}
 		case "attempt_timeout":
 			err = parseDuration(d, &h.AttemptTimeout)
@@ -304,7 +308,8 @@ func (h *Handler) parseFallback(d *caddyfile.Dispenser, chainLines *[]int) error
 	return nil
 }
 
-// parseCount reads a positive whole number of tokens.
+// parseCount reads a positive whole number: of tokens, or of requests for
+// rpm, or of keys for max_keys.
 func parseCount(d *caddyfile.Dispenser, dst *int64) error {
 	name := d.Val()
 	v, err := oneArg(d)
@@ -313,7 +318,14 @@ func parseCount(d *caddyfile.Dispenser, dst *int64) error {
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n <= 0 {
-		return d.Errf("bad %s %q: use a positive whole number of tokens", name, v)
+		unit := "tokens"
+		switch name {
+		case "rpm":
+			unit = "requests a minute"
+		case "max_keys":
+			unit = "keys"
+		}
+		return d.Errf("bad %s %q: use a positive whole number of %s", name, v, unit)
 	}
 	*dst = n
 	return nil

@@ -237,6 +237,10 @@ func newClient(cfg Config) (redis.UniversalClient, error) {
 
 // CheckURL accepts a redis:// or rediss:// (TLS) URL with a host.
 func CheckURL(u string) error {
+	if u == "" {
+		// What an unset {env.…} placeholder leaves.
+		return errors.New("the store URL is empty (an environment variable it names may be unset): use redis://host:port, or rediss://host:port for TLS")
+	}
 	parsed, err := url.Parse(u)
 	if err != nil || (parsed.Scheme != "redis" && parsed.Scheme != "rediss") || parsed.Host == "" {
 		return fmt.Errorf("bad store URL %s: use redis://host:port, or rediss://host:port for TLS", redactURL(u))

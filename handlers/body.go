@@ -198,7 +198,7 @@ func contentDecoder(r *http.Request) (body io.Reader, encoded bool, done func(),
 			zr = new(gzip.Reader)
 		}
 		if err := zr.Reset(r.Body); err != nil {
-			return nil, true, nil, errors.Join(errBadEncoding, err)
+			return nil, true, nil, badEncoding{err}
 		}
 		return zr, true, func() { gzipPool.Put(zr) }, nil
 	case "deflate":
@@ -208,8 +208,17 @@ func contentDecoder(r *http.Request) (body io.Reader, encoded bool, done func(),
 }
 
 // errBadEncoding marks a body that does not decode as its Content-Encoding
-// says.
+// says (errors.Is matches a badEncoding).
 var errBadEncoding = errors.New("the body does not decode as its Content-Encoding says")
+
+// badEncoding is a body that does not decode as its Content-Encoding says:
+// its message is the decoder's own, which the client's answer quotes after
+// saying as much itself.
+type badEncoding struct{ err error }
+
+func (e badEncoding) Error() string        { return e.err.Error() }
+func (e badEncoding) Unwrap() error        { return e.err }
+func (e badEncoding) Is(target error) bool { return target == errBadEncoding }
 
 // gzipPool recycles gzip readers, whose windows are the costly part.
 var gzipPool sync.Pool
@@ -222,12 +231,12 @@ func deflateReader(body io.Reader) io.Reader {
 	n, err := io.ReadFull(body, head[:])
 	src := io.MultiReader(bytes.NewReader(head[:n]), body)
 	if err != nil {
-		return &failedReader{errors.Join(errBadEncoding, err)}
+		return &failedReader{badEncoding{err}}
 	}
 	if head[0]&0x0f == 8 && (uint16(head[0])<<8|uint16(head[1]))%31 == 0 {
 		zr, err := zlib.NewReader(src)
 		if err != nil {
-			return &failedReader{errors.Join(errBadEncoding, err)}
+			return &failedReader{badEncoding{err}}
 		}
 		return zr
 	}

@@ -314,6 +314,10 @@ func TestCompressedBodiesAreDecoded(t *testing.T) {
 	} {
 		resp, body := g.post(t, c.path, string(c.body), map[string]string{"Content-Encoding": c.encoding})
 		wantGatewayError(t, c.name, c.path, resp, body, c.status, c.says)
+		// One sentence, said once: no line break, no repeated clause.
+		if msg := string(body); strings.Contains(msg, `\n`) || strings.Count(msg, "Content-Encoding says") > 1 {
+			t.Errorf("%s: message %s", c.name, body)
+		}
 	}
 	noCalls(t, g, "refused encodings")
 }
