@@ -210,13 +210,12 @@ func TestFleetDenyAnswers503(t *testing.T) {
 	}
 }
 
-// TestFleetScopeNeedsStore loads a zone with `scope fleet` and no global
-// option: the load fails with a message that says what to add.
+// TestFleetScopeNeedsStore adapts a Caddyfile with a zone of `scope fleet`
+// and no global option: the Caddyfile is refused at the scope's line, with
+// a message that says what to add. The same zone in JSON, where no line
+// exists, fails to load with the same message.
 func TestFleetScopeNeedsStore(t *testing.T) {
-	cfg, _, err := testcaddy.Adapt(`{
-	admin off
-}
-http://127.0.0.1:` + itoa(testproc.FreePort(t)) + ` {
+	site := `http://127.0.0.1:` + itoa(testproc.FreePort(t)) + ` {
 	ai_resilience {
 		limit org {
 			rpm 5
@@ -225,10 +224,17 @@ http://127.0.0.1:` + itoa(testproc.FreePort(t)) + ` {
 	}
 	reverse_proxy 127.0.0.1:9
 }
-`)
+`
+	const global = "{\n\tadmin off\n}\n"
+	_, _, err := testcaddy.Adapt(global + site)
+	if err == nil || !strings.Contains(err.Error(), "ai_resilience { redis <url> }") || !strings.Contains(err.Error(), "Caddyfile:8") {
+		t.Errorf("adapt: %v, want an error naming the global option at Caddyfile:8", err)
+	}
+	cfg, _, err := testcaddy.Adapt(global + strings.Replace(site, "scope fleet", "scope instance", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg = []byte(strings.Replace(string(cfg), `"scope":"instance"`, `"scope":"fleet"`, 1))
 	err = caddy.Load(cfg, true)
 	t.Cleanup(func() { _ = caddy.Stop() })
 	if err == nil || !strings.Contains(err.Error(), "ai_resilience { redis <url> }") {

@@ -6,6 +6,7 @@
 package caddyproc
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -97,19 +98,35 @@ type Process struct {
 
 // Start writes an instance's Caddyfile into dir, which then holds
 // everything the process writes (data, logs, its output), runs it from bin
-// (see Binary) on free loopback ports and waits until its site accepts
-// connections. A process that does not serve is stopped.
+// (see Binary) on free loopback ports and waits until it serves. A process
+// that does not serve is stopped. A free port is free only when it is
+// chosen: another process (tests of other packages run in parallel) may
+// take it before Caddy binds it, so a start that fails on a port in use is
+// tried again on new ports.
 func Start(bin, dir string, in Instance) (*Process, error) {
-	p, err := newProcess(dir, in)
-	if err != nil {
-		return nil, err
-	}
-	if err := p.start(bin, in); err != nil {
+	var err error
+	for range startAttempts {
+		var p *Process
+		if p, err = newProcess(dir, in); err != nil {
+			return nil, err
+		}
+		if err = p.start(bin, in); err == nil {
+			return p, nil
+		}
 		p.Stop()
-		return nil, err
+		if !strings.Contains(err.Error(), "address already in use") {
+			return nil, err
+		}
 	}
-	return p, nil
+	return nil, err
 }
+
+// startAttempts bounds the starts of one instance on ports taken by others.
+const startAttempts = 3
+
+// startedLine is what Caddy logs once its configuration is loaded and its
+// listeners are bound.
+const startedLine = "serving initial configuration"
 
 // newProcess writes the instance's Caddyfile.
 func newProcess(dir string, in Instance) (*Process, error) {
@@ -140,8 +157,11 @@ func newProcess(dir string, in Instance) (*Process, error) {
 	return p, nil
 }
 
-// start runs the process and waits until its site accepts connections.
+// start runs the process and waits until it has said it serves and its
+// site accepts connections: a connection alone could reach another process
+// that took the port.
 func (p *Process) start(bin string, in Instance) error {
+	_ = os.Remove(p.LogPath) // a failed start's, in the same directory
 	out, err := os.Create(filepath.Join(p.dir, "output"))
 	if err != nil {
 		return err
@@ -162,9 +182,11 @@ func (p *Process) start(bin string, in Instance) error {
 	p.mu.Unlock()
 	addr := strings.TrimPrefix(p.URL, "http://")
 	for deadline := time.Now().Add(startTimeout); ; {
-		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-			c.Close()
-			return nil
+		if p.said(startedLine) {
+			if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+				c.Close()
+				return nil
+			}
 		}
 		select {
 		case <-child.Exited():
@@ -197,6 +219,13 @@ func (p *Process) Stop() {
 	}
 	p.done = true
 	p.child.Stop(stopGrace)
+}
+
+// said reports whether the process has written line to its output or its
+// log file.
+func (p *Process) said(line string) bool {
+	log, _ := os.ReadFile(p.LogPath)
+	return strings.Contains(p.Output(), line) || bytes.Contains(log, []byte(line))
 }
 
 // Output returns what the process wrote to stdout and stderr.
