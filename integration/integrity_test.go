@@ -195,20 +195,22 @@ func TestUncleanPathsAreGuarded(t *testing.T) {
 }
 
 // rawExchange sends a request as raw bytes on a fresh connection, then
-// half-closes it when halfClose is set, and reads the answer: the status
-// and body, or status 0 when the connection ended without one.
-func rawExchange(t *testing.T, url, request string, halfClose bool, wait time.Duration) (int, []byte) {
+// half-closes it after halfCloseAfter when that is not negative, and reads
+// the answer for up to wait: the status and body, or status 0 when the
+// connection ended without one.
+func rawExchange(t *testing.T, url, request string, halfCloseAfter, wait time.Duration) (int, []byte) {
 	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(wait))
+	_ = conn.SetDeadline(time.Now().Add(max(halfCloseAfter, 0) + wait))
 	if _, err := io.WriteString(conn, request); err != nil {
 		t.Fatal(err)
 	}
-	if halfClose {
+	if halfCloseAfter >= 0 {
+		time.Sleep(halfCloseAfter)
 		_ = conn.(*net.TCPConn).CloseWrite()
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
@@ -219,6 +221,10 @@ func rawExchange(t *testing.T, url, request string, halfClose bool, wait time.Du
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
 }
+
+// noHalfClose is rawExchange's halfCloseAfter for a client that keeps its
+// side of the connection open.
+const noHalfClose = -1
 
 // TestShortBodyIs400 sends bodies shorter than they claim: a Content-Length
 // the client never fills (it half-closes, or stalls until the server's read
@@ -242,7 +248,11 @@ func TestShortBodyIs400(t *testing.T) {
 		{"chunk longer than its size", chatPath, head + "Transfer-Encoding: chunked\r\n\r\n2\r\n{\"model\":\"gpt-4o\"}\r\n0\r\n\r\n", false, "could not be read"},
 	} {
 		g.mock.Reset()
-		status, body := rawExchange(t, g.URL, fmt.Sprintf(c.request, c.path), c.halfClose, 10*time.Second)
+		halfClose := time.Duration(noHalfClose)
+		if c.halfClose {
+			halfClose = 0
+		}
+		status, body := rawExchange(t, g.URL, fmt.Sprintf(c.request, c.path), halfClose, 10*time.Second)
 		wantGatewayError(t, c.name, c.path, &http.Response{StatusCode: status}, body, http.StatusBadRequest, c.says)
 		noCalls(t, g, c.name)
 	}

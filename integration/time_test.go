@@ -1,14 +1,10 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -261,7 +257,7 @@ func TestHalfClosedClientGetsNoSuccess(t *testing.T) {
 			name, mockprovider.ScriptHeader, steps, len(body), body)
 	}
 	// The queued case's bucket is spent first, by a request that completes.
-	if status, answer := rawExchange(t, g.URL, request("queued", "200"), false, 5*time.Second); status != http.StatusOK {
+	if status, answer := rawExchange(t, g.URL, request("queued", "200"), noHalfClose, 5*time.Second); status != http.StatusOK {
 		t.Fatalf("request spending the bucket: status %d %s", status, answer)
 	}
 	for i, c := range []struct{ name, steps string }{
@@ -269,7 +265,7 @@ func TestHalfClosedClientGetsNoSuccess(t *testing.T) {
 		{"in-backoff", "529:retry-after=5"},
 		{"queued", "200"},
 	} {
-		status, answer := halfCloseAfter(t, g.URL, request(c.name, c.steps), 300*time.Millisecond)
+		status, answer := rawExchange(t, g.URL, request(c.name, c.steps), 300*time.Millisecond, 5*time.Second)
 		if status != statusClientClosed || len(answer) != 0 {
 			t.Errorf("%s: got status %d %q, want %d and no body", c.name, status, answer, statusClientClosed)
 		}
@@ -280,29 +276,4 @@ func TestHalfClosedClientGetsNoSuccess(t *testing.T) {
 	if n := len(g.mock.Calls()); n != 3 {
 		t.Errorf("upstream saw %d calls, want 3: the first, the hung one, the 529 (no retry after the client left)", n)
 	}
-}
-
-// halfCloseAfter sends a request as raw bytes on a fresh connection,
-// half-closes the connection after wait, and reads the answer: its status
-// and body, or status 0 when the connection ended without one.
-func halfCloseAfter(t *testing.T, url, request string, wait time.Duration) (int, []byte) {
-	t.Helper()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(wait + 5*time.Second))
-	if _, err := io.WriteString(conn, request); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(wait)
-	_ = conn.(*net.TCPConn).CloseWrite()
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		return 0, nil
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
 }

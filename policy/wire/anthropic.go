@@ -3,7 +3,6 @@ package wire
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/ai-resilience/caddy-ai-resilience/policy/body"
@@ -329,23 +328,16 @@ func (messages) RateLimitReset(h http.Header, now time.Time) (time.Duration, boo
 // WriteRateLimits writes anthropic-ratelimit-{requests,tokens}-{limit,
 // remaining,reset}, the resets as RFC 3339 timestamps.
 func (messages) WriteRateLimits(h http.Header, s RateLimits, now time.Time) {
-	for _, dim := range [...]struct {
-		limit, remaining, reset string
-		n, left                 int64
-		after                   time.Duration
-	}{
-		{"Anthropic-Ratelimit-Requests-Limit", "Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Requests-Reset", s.RequestsLimit, s.RequestsRemaining, s.RequestsReset},
-		{"Anthropic-Ratelimit-Tokens-Limit", "Anthropic-Ratelimit-Tokens-Remaining", "Anthropic-Ratelimit-Tokens-Reset", s.TokensLimit, s.TokensRemaining, s.TokensReset},
-	} {
-		if dim.n <= 0 {
-			continue
-		}
-		h.Set(dim.limit, strconv.FormatInt(dim.n, 10))
-		h.Set(dim.remaining, strconv.FormatInt(dim.left, 10))
+	writeRateLimits(h, &anthropicRateLimitHeaders, s, func(after time.Duration) string {
 		// RFC 3339 here has whole seconds: round up, so the header never
 		// promises capacity before it is there.
-		h.Set(dim.reset, ceilSecond(now.Add(dim.after)).UTC().Format(time.RFC3339))
-	}
+		return ceilSecond(now.Add(after)).UTC().Format(time.RFC3339)
+	})
+}
+
+var anthropicRateLimitHeaders = rateLimitHeaders{
+	{"Anthropic-Ratelimit-Requests-Limit", "Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Requests-Reset"},
+	{"Anthropic-Ratelimit-Tokens-Limit", "Anthropic-Ratelimit-Tokens-Remaining", "Anthropic-Ratelimit-Tokens-Reset"},
 }
 
 // ceilSecond rounds t up to a whole second.

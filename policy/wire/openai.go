@@ -88,21 +88,14 @@ func (openAI) RateLimitReset(h http.Header, _ time.Time) (time.Duration, bool) {
 // WriteRateLimits writes x-ratelimit-{limit,remaining,reset}-{requests,
 // tokens}, the resets as durations such as 1s or 6m0s.
 func (openAI) WriteRateLimits(h http.Header, s RateLimits, _ time.Time) {
-	for _, dim := range [...]struct {
-		limit, remaining, reset string
-		n, left                 int64
-		after                   time.Duration
-	}{
-		{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests", s.RequestsLimit, s.RequestsRemaining, s.RequestsReset},
-		{"X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens", s.TokensLimit, s.TokensRemaining, s.TokensReset},
-	} {
-		if dim.n <= 0 {
-			continue
-		}
-		h.Set(dim.limit, strconv.FormatInt(dim.n, 10))
-		h.Set(dim.remaining, strconv.FormatInt(dim.left, 10))
-		h.Set(dim.reset, dim.after.Round(time.Millisecond).String())
-	}
+	writeRateLimits(h, &openAIRateLimitHeaders, s, func(after time.Duration) string {
+		return after.Round(time.Millisecond).String()
+	})
+}
+
+var openAIRateLimitHeaders = rateLimitHeaders{
+	{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests"},
+	{"X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"},
 }
 
 // maxErrorElements is how many elements of an array-wrapped error body are

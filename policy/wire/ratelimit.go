@@ -206,3 +206,26 @@ func durationSyntax(v string) bool {
 	}
 	return true
 }
+
+// rateLimitHeaders names the limit, remaining and reset headers of an
+// API's two windows: requests, then tokens.
+type rateLimitHeaders [2]struct{ limit, remaining, reset string }
+
+// writeRateLimits writes the windows of s that have a limit into the
+// headers names gives them, each reset as reset formats it.
+func writeRateLimits(h http.Header, names *rateLimitHeaders, s RateLimits, reset func(after time.Duration) string) {
+	for i, w := range [...]struct {
+		n, left int64
+		after   time.Duration
+	}{
+		{s.RequestsLimit, s.RequestsRemaining, s.RequestsReset},
+		{s.TokensLimit, s.TokensRemaining, s.TokensReset},
+	} {
+		if w.n <= 0 {
+			continue
+		}
+		h.Set(names[i].limit, strconv.FormatInt(w.n, 10))
+		h.Set(names[i].remaining, strconv.FormatInt(w.left, 10))
+		h.Set(names[i].reset, reset(w.after))
+	}
+}
