@@ -105,6 +105,8 @@ type Store struct {
 
 	resync atomic.Bool // the store has returned: push what was decided alone
 
+	admissions admissionBatch
+
 	mu      sync.Mutex
 	shared  shared
 	pending map[string]*[2]int64 // zone key → netted spans waiting for the next flush
@@ -145,6 +147,7 @@ func New(cfg Config) (*Store, error) {
 		ledger:   make(map[string]*[2]int64),
 		wake:     make(chan struct{}, 1),
 	}
+	s.admissions.send = s.sendAdmissions
 	s.shared.reports = make(map[reportKey]*tally)
 	s.shared.held = make(map[policy.HoldKey]int64)
 	if s.logger == nil {
@@ -376,10 +379,13 @@ func (s *Store) admit(keys []string, cs []policy.Charge, debts []policy.Debt) (t
 	for _, c := range cs {
 		args = append(args, c.Requests, c.Tokens, int64(c.Bound))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-	defer cancel()
 	start := time.Now()
-	out, err := admitScript.Run(ctx, s.client, keys, args...).Int64Slice()
+	a := admissions.Get().(*admission)
+	a.keys, a.args = keys, args
+	s.admissions.do(a)
+	out, err := a.out, a.err
+	*a = admission{turn: a.turn}
+	admissions.Put(a)
 	if err == nil {
 		err = checkReply(out, len(cs))
 	}
