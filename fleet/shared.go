@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"sync"
@@ -100,7 +101,7 @@ func (s *Store) watchers() ([]*policy.CircuitBreaker, []*policy.PaceHolds) {
 
 // Claim implements policy.CircuitStore: one call of the claim script.
 func (s *Store) Claim(model, holder string, st policy.CircuitSettings) (policy.SharedCircuit, error) {
-	out, err := s.runCircuit(circuitClaimScript, []string{s.keys.circuits()}, s.circuitArgs(st, model, holder, max(st.Cooldown.Milliseconds(), 1)))
+	out, err := s.runCircuit(circuitClaimScript, []string{s.keys.circuits()}, s.circuitArgs(st, circuitName(st, model), holder, max(st.Cooldown.Milliseconds(), 1)))
 	if err != nil {
 		return policy.SharedCircuit{}, err
 	}
@@ -197,7 +198,7 @@ func (s *Store) sendReports(reports map[reportKey]*tally) {
 	}
 	for k, t := range reports {
 		st := k.settings
-		args = append(args, k.model, int(k.state), k.gen, t.successes, t.failures, t.trailing,
+		args = append(args, circuitName(st, k.model), int(k.state), k.gen, t.successes, t.failures, t.trailing,
 			st.Failures, max(st.Cooldown.Milliseconds(), 1), strconv.FormatFloat(st.FailureRate, 'g', -1, 64),
 			sliceMillis(st), st.MinCalls, st.Probes)
 		args[2] = max(args[2].(int64), idleMillis(st))
@@ -293,7 +294,8 @@ func parseCircuits(out []any) ([]policy.SharedCircuit, error) {
 	return cs, nil
 }
 
-// applyCircuits shows the circuits of a script's reply to every breaker.
+// applyCircuits shows the circuits of a script's reply to every breaker
+// of the settings each was decided under.
 func (s *Store) applyCircuits(out []any) {
 	cs, err := parseCircuits(out)
 	if err != nil {
@@ -302,10 +304,31 @@ func (s *Store) applyCircuits(out []any) {
 	}
 	breakers, _ := s.watchers()
 	for _, cb := range breakers {
+		id := settingsID(cb.Settings())
 		for _, c := range cs {
-			cb.Apply(c)
+			if sid, model, ok := strings.Cut(c.Model, " "); ok && sid == id {
+				c.Model = model
+				cb.Apply(c)
+			}
 		}
 	}
+}
+
+// circuitName is the name of model's circuit in the store under settings
+// st: "<settings id> <model>". Breakers of different settings are
+// different breakers (each instance pools them by settings, so that a
+// route with a stricter rule keeps its own circuits), and so are their
+// circuits in the store.
+func circuitName(st policy.CircuitSettings, model string) string {
+	return settingsID(st) + " " + model
+}
+
+// settingsID names a breaker's settings in 16 hex digits: a hash of every
+// setting, the same on every instance.
+func settingsID(st policy.CircuitSettings) string {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d %d %g %d %d %d", st.Failures, st.Cooldown, st.FailureRate, st.Window, st.MinCalls, st.Probes)
+	return fmt.Sprintf("%016x", h.Sum64())
 }
 
 // applyHolds gives every hold table the holds of a reply: member and
@@ -380,24 +403,28 @@ func (s *Store) announced(msg string) {
 }
 
 // sync reads the fleet's circuits and holds, and shows them to every
-// breaker and hold table. When resync is set, the store has just returned:
-// first it learns of the circuits this instance opened on its own
-// meanwhile, and of the holds it recorded.
+// breaker and hold table. First the store learns of the circuits this
+// instance shows open on its own: opened while the store was unreachable,
+// or kept open when the store lost them. When resync is set, the store has
+// just returned, and it learns of the holds recorded meanwhile too.
 func (s *Store) sync(resync bool) {
 	breakers, tables := s.watchers()
 	if len(breakers) == 0 && len(tables) == 0 {
 		return
 	}
+	s.pushOpens(breakers)
 	if resync {
-		s.pushLocal(breakers, tables)
+		s.pushHolds(tables)
 	}
 	args := s.circuitArgs(policy.CircuitSettings{}, maxCircuits)
 	seen := make(map[string]bool)
 	for _, cb := range breakers {
+		settings := cb.Settings()
 		for _, st := range cb.Snapshot() {
-			if st.State != policy.CircuitClosed && !seen[st.Model] && len(seen) < maxCircuits {
-				seen[st.Model] = true
-				args = append(args, st.Model)
+			name := circuitName(settings, st.Model)
+			if st.State != policy.CircuitClosed && !seen[name] && len(seen) < maxCircuits {
+				seen[name] = true
+				args = append(args, name)
 			}
 		}
 	}
@@ -415,18 +442,23 @@ func (s *Store) sync(resync bool) {
 	}
 }
 
-// pushLocal tells the store what this instance decided alone while it was
-// unreachable: the circuits it opened, and the holds it recorded.
-func (s *Store) pushLocal(breakers []*policy.CircuitBreaker, tables []*policy.PaceHolds) {
+// pushOpens tells the store of the circuits this instance shows open on
+// its own (see policy.CircuitBreaker.LocalOpens).
+func (s *Store) pushOpens(breakers []*policy.CircuitBreaker) {
 	for _, cb := range breakers {
 		st := cb.Settings()
 		for _, c := range cb.LocalOpens() {
 			rest := max(c.Remaining.Milliseconds(), 1)
-			if out, err := s.runCircuit(circuitOpenScript, []string{s.keys.circuits()}, s.circuitArgs(st, c.Model, rest, sliceMillis(st))); err == nil {
+			if out, err := s.runCircuit(circuitOpenScript, []string{s.keys.circuits()}, s.circuitArgs(st, circuitName(st, c.Model), rest, sliceMillis(st))); err == nil {
 				s.applyCircuits(out)
 			}
 		}
 	}
+}
+
+// pushHolds shares the holds this instance recorded while the store was
+// unreachable.
+func (s *Store) pushHolds(tables []*policy.PaceHolds) {
 	now := time.Now()
 	for _, h := range tables {
 		for _, hs := range h.Snapshot(now) {

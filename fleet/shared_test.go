@@ -81,7 +81,7 @@ func TestCircuitOpenOnEveryInstance(t *testing.T) {
 	a.fail(model)
 	a.fail(model)
 	await(t, time.Second, "A's failures to reach the store", func() bool {
-		return strings.Contains(srv.Client().HGet(context.Background(), a.keys.circuits(), model).Val(), " ")
+		return strings.Contains(srv.Client().HGet(context.Background(), a.keys.circuits(), circuitName(a.cb.Settings(), model)).Val(), " ")
 	})
 	b.fail(model)
 	opened := time.Now()
@@ -202,6 +202,69 @@ func TestCircuitBackstopRead(t *testing.T) {
 		if st.Model == model && time.Until(st.Until) < 55*time.Second {
 			t.Errorf("the late instance's cooldown ends in %v, want the minute A opened", time.Until(st.Until))
 		}
+	}
+}
+
+// TestCircuitSurvivesStoreDataLoss opens a circuit through A, then the
+// store loses everything (a restart without persistence, as FLUSHALL
+// leaves it): no instance closes the circuit before its cooldown ends,
+// since an open circuit closes only through half-open; the instances hand
+// it back to the store, where an instance that joins later finds it.
+func TestCircuitSurvivesStoreDataLoss(t *testing.T) {
+	srv := testredis.Start(t)
+	const model = "claude-opus-4-5"
+	settings := fleetCircuit(time.Minute)
+	a, b := join(t, srv, settings), join(t, srv, settings)
+	for range 3 {
+		a.fail(model)
+	}
+	await(t, time.Second, "open on A and B", func() bool {
+		return a.state(model) == policy.CircuitOpen && b.state(model) == policy.CircuitOpen
+	})
+	if err := srv.Do("FLUSHALL"); err != nil {
+		t.Fatal(err)
+	}
+	// Two heartbeats: each instance reads the circuits back after each.
+	time.Sleep(2*heartbeatEvery + 200*time.Millisecond)
+	for name, in := range map[string]*instance{"A": a, "B": b} {
+		if st := in.state(model); st != policy.CircuitOpen {
+			t.Errorf("%s shows the circuit %v after the store lost it, want open until its cooldown ends", name, st)
+		}
+		if p, _ := in.cb.Allow(model); p.Allowed {
+			t.Errorf("%s let a request through the circuit the store lost", name)
+		}
+	}
+	if v := srv.Client().HGet(context.Background(), a.keys.circuits(), circuitName(settings, model)).Val(); v == "" {
+		t.Error("the instances did not hand the open circuit back to the store")
+	}
+	late := join(t, srv, settings)
+	await(t, time.Second, "open on an instance that joined after the loss", func() bool { return late.state(model) == policy.CircuitOpen })
+}
+
+// TestCircuitsApartBySettings: breakers of different settings are
+// different breakers on one instance (pooled by settings), and so they are
+// in the fleet. A circuit opened under one rule is open on every instance
+// with that rule, and closed, with no transition at all, under another.
+func TestCircuitsApartBySettings(t *testing.T) {
+	srv := testredis.Start(t)
+	const model = "claude-opus-4-5"
+	strict, lenient := fleetCircuit(time.Minute), fleetCircuit(time.Minute)
+	lenient.Failures = 50
+	a, b, c := join(t, srv, strict), join(t, srv, strict), join(t, srv, lenient)
+	for range 3 {
+		a.fail(model)
+	}
+	await(t, time.Second, "open on both strict breakers", func() bool {
+		return a.state(model) == policy.CircuitOpen && b.state(model) == policy.CircuitOpen
+	})
+	time.Sleep(heartbeatEvery + 200*time.Millisecond) // a backstop read too
+	if st := c.state(model); st != policy.CircuitClosed {
+		t.Errorf("the lenient breaker shows %v, want closed: its rule saw 3 failures of 50", st)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.notified) != 0 {
+		t.Errorf("the lenient breaker was notified of %+v", c.notified)
 	}
 }
 

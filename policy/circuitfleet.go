@@ -238,6 +238,14 @@ func (cb *CircuitBreaker) applyLocked(c *circuit, sc SharedCircuit) Transition {
 	if sc.Generation < c.storeGen {
 		return Transition{}
 	}
+	if _, state := c.load(); state == CircuitOpen && sc.State == CircuitClosed && cb.now().Before(c.until) {
+		// An open circuit closes only through half-open, after its
+		// cooldown: a store that says closed before then has lost the
+		// circuit (a restart without persistence, a flush). The breaker
+		// keeps it, as its own, so that LocalOpens hands it back.
+		c.storeGen = 0
+		return Transition{}
+	}
 	var until time.Time
 	if sc.State != CircuitClosed {
 		until = cb.now().Add(sc.Remaining)
@@ -256,9 +264,9 @@ func (cb *CircuitBreaker) applyLocked(c *circuit, sc SharedCircuit) Transition {
 }
 
 // LocalOpens returns the circuits this breaker opened on its own (while
-// its store could not be reached) that are still cooling down, with what
-// is left of the cooldown, so that the store learns of them when it
-// returns.
+// its store could not be reached), or kept open when the store lost them,
+// that are still cooling down, with what is left of the cooldown, so that
+// the store learns of them again.
 func (cb *CircuitBreaker) LocalOpens() []SharedCircuit {
 	now := cb.now()
 	var out []SharedCircuit

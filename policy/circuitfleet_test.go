@@ -157,10 +157,53 @@ func TestFleetBreakerAlone(t *testing.T) {
 	if n := len(cb.LocalOpens()); n != 2 {
 		t.Errorf("%d local opens, want 2", n)
 	}
-	// The store's state, once it is back, replaces what was decided alone.
+	// Once the store is back, a circuit opened alone stays open through
+	// its cooldown, whatever the store says (it did not know of it), to be
+	// handed over; the store's word on it counts from its hand-over on.
 	store.setDown(false)
 	cb.Apply(SharedCircuit{Model: "n", State: CircuitClosed, Generation: 20})
+	if p, _ := cb.Allow("n"); p.Allowed {
+		t.Error("the store's closed state ended the cooldown of a circuit opened alone")
+	}
+	cb.Apply(SharedCircuit{Model: "n", State: CircuitOpen, Generation: 30, Remaining: time.Second})
+	clock.advance(time.Second)
+	cb.Apply(SharedCircuit{Model: "n", State: CircuitClosed, Generation: 40})
 	if p, _ := cb.Allow("n"); !p.Allowed {
-		t.Error("the store's closed state did not replace the local open one")
+		t.Error("after the handed-over cooldown, the store's closed state did not stand")
+	}
+}
+
+// TestFleetBreakerKeepsAnOpenCircuitTheStoreLost: the store's word that an
+// open circuit is closed, before the cooldown has ended, can only mean the
+// store lost it (an open circuit closes through half-open, after its
+// cooldown): the breaker keeps it open, with no transition, and offers it
+// back as its own (LocalOpens). After the cooldown, the store's word
+// stands again.
+func TestFleetBreakerKeepsAnOpenCircuitTheStoreLost(t *testing.T) {
+	clock := newManualClock()
+	cb := NewFleetCircuitBreaker(defaultCircuit(2, time.Minute), clock.now, &scriptedStore{})
+	var notified []Transition
+	cb.SetNotify(func(tr Transition) { notified = append(notified, tr) })
+	cb.Apply(SharedCircuit{Model: "m", State: CircuitOpen, Generation: 10, Remaining: time.Minute})
+	notified = nil
+
+	clock.advance(30 * time.Second)
+	cb.Apply(SharedCircuit{Model: "m", State: CircuitClosed, Generation: 20})
+	if p, _ := cb.Allow("m"); p.Allowed || len(notified) != 0 {
+		t.Errorf("a closed word in the cooldown: permit %+v, transitions %+v; want still open, none", p, notified)
+	}
+	if opens := cb.LocalOpens(); len(opens) != 1 || opens[0].Model != "m" || opens[0].Remaining != 30*time.Second {
+		t.Errorf("LocalOpens = %+v, want m with its 30s left", opens)
+	}
+	// The store takes it back (a newer generation): the store's again.
+	cb.Apply(SharedCircuit{Model: "m", State: CircuitOpen, Generation: 30, Remaining: 30 * time.Second})
+	if opens := cb.LocalOpens(); len(opens) != 0 {
+		t.Errorf("LocalOpens after the store took it back = %+v", opens)
+	}
+
+	clock.advance(31 * time.Second)
+	cb.Apply(SharedCircuit{Model: "m", State: CircuitClosed, Generation: 40})
+	if len(notified) != 1 || notified[0].To != CircuitClosed {
+		t.Errorf("after the cooldown: transitions %+v, want the store's close", notified)
 	}
 }
