@@ -60,6 +60,13 @@ func (k keys) circuits() string {
 	return k.tag + "circuits"
 }
 
+// epoch names the store's epoch: an id the sync script sets when the key
+// is missing, so that a store that lost its data (a restart without
+// persistence, a flush) shows a new one.
+func (k keys) epoch() string {
+	return k.tag + "epoch"
+}
+
 // pacing names the sorted set of the fleet's pacing holds.
 func (k keys) pacing() string {
 	return k.tag + "pacing"

@@ -399,7 +399,9 @@ return out
 // probes sent under it presumed lost): the circuit turns half-open with
 // this holder for a cooldown, as SET NX PX would take a lock, in the same
 // step as the generation moves, so the two cannot disagree. Otherwise it
-// only reads.
+// only reads. A breaker claims only a circuit it shows open or half-open,
+// so one the store has no record of was lost (or closed meanwhile, when a
+// probe costs nothing wrong): it is probed, never taken as closed.
 //
 //	ARGV[4], ARGV[5], ARGV[6]   the model, the holder, the cooldown ms
 //
@@ -408,7 +410,7 @@ var circuitClaimScript = redis.NewScript(circuitLib + `
 clock()
 local model = ARGV[4]
 local c = load(model)
-if c.s ~= CLOSED and now_ms >= c.u then
+if (c.s ~= CLOSED or c.absent) and now_ms >= c.u then
 	enter(c, HALF, now_ms + tonumber(ARGV[6]))
 	c.h = ARGV[5]
 	announce(model, c)
@@ -446,11 +448,13 @@ return answer(model, c)
 //	KEYS[2]                the pacing holds: a sorted set of
 //	                       "<credential hash> <model>" by the end of the
 //	                       hold, ms
+//	KEYS[3]                the store's epoch, set to the store's clock
+//	                       when missing
 //	ARGV[4]                the most circuits and holds returned
 //	ARGV[5...]             models to report in any state
 //
 // It returns {circuits: model, gen, state, remaining ms, holder each;
-// holds: member, remaining ms each}.
+// holds: member, remaining ms each; the epoch}.
 var syncScript = redis.NewScript(circuitLib + `
 clock()
 local limit = tonumber(ARGV[4])
@@ -479,7 +483,12 @@ for i = 1, #held, 2 do
 	holds[#holds + 1] = held[i]
 	holds[#holds + 1] = tonumber(held[i + 1]) - now_ms
 end
-return {circuits, holds}
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+	epoch = string.format('%.0f', now_us)
+	redis.call('SET', KEYS[3], epoch)
+end
+return {circuits, holds, epoch}
 `)
 
 // holdScript records pacing holds in the sorted set of holds and announces

@@ -428,18 +428,30 @@ func (s *Store) sync(resync bool) {
 			}
 		}
 	}
-	out, err := s.runCircuit(syncScript, []string{s.keys.circuits(), s.keys.pacing()}, args)
-	if err != nil {
+	out, err := s.runCircuit(syncScript, []string{s.keys.circuits(), s.keys.pacing(), s.keys.epoch()}, args)
+	if err != nil || len(out) != 3 {
 		return
 	}
-	if len(out) == 2 {
-		circuits, ok1 := out[0].([]any)
-		holds, ok2 := out[1].([]any)
-		if ok1 && ok2 {
-			s.applyCircuits(circuits)
-			s.applyHolds(holds)
-		}
+	circuits, ok1 := out[0].([]any)
+	holds, ok2 := out[1].([]any)
+	epoch, ok3 := out[2].(string)
+	if !ok1 || !ok2 || !ok3 {
+		return
 	}
+	if prev := s.storeEpoch.Swap(&epoch); prev != nil && *prev != epoch {
+		// The store lost its data: its word on the circuits this
+		// instance shows is gone, not "closed". They and the holds go
+		// back to it, and the next read shows them as the fleet's.
+		s.logger.Warn("fleet store lost its state; handing back open circuits and pacing holds")
+		for _, cb := range breakers {
+			cb.Disown()
+		}
+		s.pushOpens(breakers)
+		s.pushHolds(tables)
+		return
+	}
+	s.applyCircuits(circuits)
+	s.applyHolds(holds)
 }
 
 // pushOpens tells the store of the circuits this instance shows open on

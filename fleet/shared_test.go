@@ -241,6 +241,45 @@ func TestCircuitSurvivesStoreDataLoss(t *testing.T) {
 	await(t, time.Second, "open on an instance that joined after the loss", func() bool { return late.state(model) == policy.CircuitOpen })
 }
 
+// TestExpiredOpenCircuitSurvivesStoreDataLoss: an open circuit whose
+// cooldown is over, that no request has probed yet, still waits for its
+// probe after the store lost its data: no instance closes it; the next
+// request is the fleet's one probe.
+func TestExpiredOpenCircuitSurvivesStoreDataLoss(t *testing.T) {
+	srv := testredis.Start(t)
+	const model = "claude-opus-4-5"
+	settings := fleetCircuit(time.Second)
+	a, b := join(t, srv, settings), join(t, srv, settings)
+	for range 3 {
+		a.fail(model)
+	}
+	await(t, time.Second, "open on A and B", func() bool {
+		return a.state(model) == policy.CircuitOpen && b.state(model) == policy.CircuitOpen
+	})
+	time.Sleep(1200 * time.Millisecond) // the cooldown ends; nothing probes
+	if err := srv.Do("FLUSHALL"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2*heartbeatEvery + 200*time.Millisecond)
+	for name, in := range map[string]*instance{"A": a, "B": b} {
+		in.mu.Lock()
+		for _, tr := range in.notified {
+			if tr.To == policy.CircuitClosed {
+				t.Errorf("%s closed the circuit the store lost, with no probe: %+v", name, in.notified)
+			}
+		}
+		in.mu.Unlock()
+	}
+	pa, _ := a.cb.Allow(model)
+	pb, _ := b.cb.Allow(model)
+	if !pa.Allowed || pb.Allowed {
+		t.Errorf("after the loss: A allowed %v, B allowed %v; want A's request the one probe", pa.Allowed, pb.Allowed)
+	}
+	if st := a.state(model); st != policy.CircuitHalfOpen {
+		t.Errorf("A shows %v during its probe, want half_open", st)
+	}
+}
+
 // TestCircuitsApartBySettings: breakers of different settings are
 // different breakers on one instance (pooled by settings), and so they are
 // in the fleet. A circuit opened under one rule is open on every instance

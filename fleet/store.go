@@ -104,6 +104,9 @@ type Store struct {
 	backSince atomic.Int64 // Unix ns of the first success since, 0 before it
 
 	resync atomic.Bool // the store has returned: push what was decided alone
+	// storeEpoch is the store's epoch at the last read (see keys.epoch); a new
+	// one means the store lost its data.
+	storeEpoch atomic.Pointer[string]
 
 	admissions admissionBatch
 

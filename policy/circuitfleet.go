@@ -263,21 +263,39 @@ func (cb *CircuitBreaker) applyLocked(c *circuit, sc SharedCircuit) Transition {
 	return tr
 }
 
-// LocalOpens returns the circuits this breaker opened on its own (while
-// its store could not be reached), or kept open when the store lost them,
-// that are still cooling down, with what is left of the cooldown, so that
-// the store learns of them again.
+// LocalOpens returns the open circuits this breaker holds on its own:
+// opened while its store could not be reached, kept open when the store
+// lost them, or disowned (Disown); with what is left of their cooldown, so
+// that the store learns of them again.
 func (cb *CircuitBreaker) LocalOpens() []SharedCircuit {
 	now := cb.now()
 	var out []SharedCircuit
 	cb.models.Range(func(k, v any) bool {
 		c := v.(*circuit)
 		c.mu.Lock()
-		if _, state := c.load(); state == CircuitOpen && c.storeGen == 0 && !c.dropped && now.Before(c.until) {
-			out = append(out, SharedCircuit{Model: k.(string), State: CircuitOpen, Remaining: c.until.Sub(now)})
+		if _, state := c.load(); state == CircuitOpen && c.storeGen == 0 && !c.dropped {
+			// One whose cooldown is over is handed back too, with a
+			// moment left: it still waits for a probe.
+			out = append(out, SharedCircuit{Model: k.(string), State: CircuitOpen, Remaining: max(c.until.Sub(now), time.Millisecond)})
 		}
 		c.mu.Unlock()
 		return true
 	})
 	return out
+}
+
+// Disown makes every circuit this breaker shows open or half-open its own,
+// as if decided while the store was unreachable: for a store that has lost
+// its data, whose word on them no longer stands. LocalOpens then lists the
+// open ones for the store.
+func (cb *CircuitBreaker) Disown() {
+	cb.models.Range(func(_, v any) bool {
+		c := v.(*circuit)
+		c.mu.Lock()
+		if _, state := c.load(); state != CircuitClosed {
+			c.storeGen = 0
+		}
+		c.mu.Unlock()
+		return true
+	})
 }

@@ -207,3 +207,27 @@ func TestFleetBreakerKeepsAnOpenCircuitTheStoreLost(t *testing.T) {
 		t.Errorf("after the cooldown: transitions %+v, want the store's close", notified)
 	}
 }
+
+// TestFleetBreakerDisown: for a store that lost its data, every circuit
+// the breaker shows open becomes its own, cooling down or not; LocalOpens
+// hands back one whose cooldown is over with a moment left, as it still
+// waits for a probe. Closed circuits are not handed back.
+func TestFleetBreakerDisown(t *testing.T) {
+	clock := newManualClock()
+	cb := NewFleetCircuitBreaker(defaultCircuit(2, time.Minute), clock.now, &scriptedStore{})
+	cb.Apply(SharedCircuit{Model: "cooling", State: CircuitOpen, Generation: 10, Remaining: time.Hour})
+	cb.Apply(SharedCircuit{Model: "waiting", State: CircuitOpen, Generation: 10, Remaining: time.Minute})
+	cb.Apply(SharedCircuit{Model: "closed", State: CircuitClosed, Generation: 10})
+	clock.advance(2 * time.Minute)
+	if opens := cb.LocalOpens(); len(opens) != 0 {
+		t.Fatalf("LocalOpens of the store's circuits = %+v, want none", opens)
+	}
+	cb.Disown()
+	got := map[string]time.Duration{}
+	for _, o := range cb.LocalOpens() {
+		got[o.Model] = o.Remaining
+	}
+	if len(got) != 2 || got["cooling"] != 58*time.Minute || got["waiting"] != time.Millisecond {
+		t.Errorf("LocalOpens after Disown = %v, want cooling with 58m and waiting with 1ms", got)
+	}
+}
