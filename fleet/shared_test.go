@@ -205,6 +205,20 @@ func TestCircuitBackstopRead(t *testing.T) {
 	}
 }
 
+// openOnTwo starts two instances on srv and opens model's circuit with
+// failures through the first; it returns once both show it open.
+func openOnTwo(t *testing.T, srv *testredis.Server, settings policy.CircuitSettings, model string) (a, b *instance) {
+	t.Helper()
+	a, b = join(t, srv, settings), join(t, srv, settings)
+	for range settings.Failures {
+		a.fail(model)
+	}
+	await(t, time.Second, "open on A and B", func() bool {
+		return a.state(model) == policy.CircuitOpen && b.state(model) == policy.CircuitOpen
+	})
+	return a, b
+}
+
 // TestCircuitSurvivesStoreDataLoss opens a circuit through A, then the
 // store loses everything (a restart without persistence, as FLUSHALL
 // leaves it): no instance closes the circuit before its cooldown ends,
@@ -214,13 +228,7 @@ func TestCircuitSurvivesStoreDataLoss(t *testing.T) {
 	srv := testredis.Start(t)
 	const model = "claude-opus-4-5"
 	settings := fleetCircuit(time.Minute)
-	a, b := join(t, srv, settings), join(t, srv, settings)
-	for range 3 {
-		a.fail(model)
-	}
-	await(t, time.Second, "open on A and B", func() bool {
-		return a.state(model) == policy.CircuitOpen && b.state(model) == policy.CircuitOpen
-	})
+	a, b := openOnTwo(t, srv, settings, model)
 	if err := srv.Do("FLUSHALL"); err != nil {
 		t.Fatal(err)
 	}
@@ -249,13 +257,7 @@ func TestExpiredOpenCircuitSurvivesStoreDataLoss(t *testing.T) {
 	srv := testredis.Start(t)
 	const model = "claude-opus-4-5"
 	settings := fleetCircuit(time.Second)
-	a, b := join(t, srv, settings), join(t, srv, settings)
-	for range 3 {
-		a.fail(model)
-	}
-	await(t, time.Second, "open on A and B", func() bool {
-		return a.state(model) == policy.CircuitOpen && b.state(model) == policy.CircuitOpen
-	})
+	a, b := openOnTwo(t, srv, settings, model)
 	time.Sleep(1200 * time.Millisecond) // the cooldown ends; nothing probes
 	if err := srv.Do("FLUSHALL"); err != nil {
 		t.Fatal(err)
