@@ -56,9 +56,15 @@ func (b *admissionBatch) do(a *admission) {
 	batch := b.next
 	b.next = nil
 	b.mu.Unlock()
-
+	// Deferred, so that a send that panics still frees the others: an
+	// admission with no reply counts as the store's failure.
+	defer b.handOff(a, batch)
 	b.send(batch)
+}
 
+// handOff, once the batch sent by a has returned, passes the turn to the
+// first admission of the next batch, if any, and frees the batch's others.
+func (b *admissionBatch) handOff(a *admission, batch []*admission) {
 	b.mu.Lock()
 	if len(b.next) > 0 {
 		b.next[0].turn <- true
