@@ -449,7 +449,8 @@ return answer(model, c)
 //	                       "<credential hash> <model>" by the end of the
 //	                       hold, ms
 //	KEYS[3]                the store's epoch, set to the store's clock
-//	                       when missing
+//	                       when missing; it outlives the last read by the
+//	                       circuits hash's idle time
 //	ARGV[4]                the most circuits and holds returned
 //	ARGV[5...]             models to report in any state
 //
@@ -488,6 +489,7 @@ if not epoch then
 	epoch = string.format('%.0f', now_us)
 	redis.call('SET', KEYS[3], epoch)
 end
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
 return {circuits, holds, epoch}
 `)
 

@@ -282,6 +282,43 @@ func TestExpiredOpenCircuitSurvivesStoreDataLoss(t *testing.T) {
 	}
 }
 
+// TestProbingCircuitSurvivesStoreDataLoss: a circuit half-open with its
+// probe in flight when the store loses its data is not closed by the
+// missing record: the instances hand it back as open, and the fleet takes
+// one new probe; the old probe's success, reported against a claim the
+// store no longer knows, closes nothing.
+func TestProbingCircuitSurvivesStoreDataLoss(t *testing.T) {
+	srv := testredis.Start(t)
+	const model = "claude-opus-4-5"
+	a, b := openOnTwo(t, srv, fleetCircuit(time.Second), model)
+	time.Sleep(1100 * time.Millisecond)
+	old, _ := a.cb.Allow(model)
+	if !old.Allowed {
+		t.Fatal("A took no probe after the cooldown")
+	}
+	await(t, time.Second, "half-open on B", func() bool { return b.state(model) == policy.CircuitHalfOpen })
+	if err := srv.Do("FLUSHALL"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2*heartbeatEvery + 200*time.Millisecond)
+	for name, in := range map[string]*instance{"A": a, "B": b} {
+		if st := in.state(model); st == policy.CircuitClosed {
+			t.Errorf("%s closed the probing circuit the store lost", name)
+		}
+	}
+	a.cb.Record(old, policy.OutcomeSuccess)
+	time.Sleep(100 * time.Millisecond) // the report's batch
+	probes := 0
+	for _, in := range []*instance{a, b, a, b} {
+		if p, _ := in.cb.Allow(model); p.Allowed {
+			probes++
+		}
+	}
+	if probes != 1 {
+		t.Errorf("%d requests went through after the loss, want the fleet's one new probe", probes)
+	}
+}
+
 // TestCircuitsApartBySettings: breakers of different settings are
 // different breakers on one instance (pooled by settings), and so they are
 // in the fleet. A circuit opened under one rule is open on every instance

@@ -263,20 +263,27 @@ func (cb *CircuitBreaker) applyLocked(c *circuit, sc SharedCircuit) Transition {
 	return tr
 }
 
-// LocalOpens returns the open circuits this breaker holds on its own:
-// opened while its store could not be reached, kept open when the store
-// lost them, or disowned (Disown); with what is left of their cooldown, so
-// that the store learns of them again.
+// LocalOpens returns the circuits this breaker holds open or half-open on
+// its own: decided while its store could not be reached, kept open when
+// the store lost them, or disowned (Disown); as open, with what is left of
+// their cooldown, so that the store learns of them again.
 func (cb *CircuitBreaker) LocalOpens() []SharedCircuit {
 	now := cb.now()
 	var out []SharedCircuit
 	cb.models.Range(func(k, v any) bool {
 		c := v.(*circuit)
 		c.mu.Lock()
-		if _, state := c.load(); state == CircuitOpen && c.storeGen == 0 && !c.dropped {
+		switch _, state := c.load(); {
+		case c.storeGen != 0 || c.dropped:
+		case state == CircuitOpen:
 			// One whose cooldown is over is handed back too, with a
 			// moment left: it still waits for a probe.
 			out = append(out, SharedCircuit{Model: k.(string), State: CircuitOpen, Remaining: max(c.until.Sub(now), time.Millisecond)})
+		case state == CircuitHalfOpen:
+			// Its probes' outcome may never reach a store that has no
+			// record of their claim: handed back as open with a moment
+			// left, the fleet probes again.
+			out = append(out, SharedCircuit{Model: k.(string), State: CircuitOpen, Remaining: time.Millisecond})
 		}
 		c.mu.Unlock()
 		return true
@@ -286,8 +293,8 @@ func (cb *CircuitBreaker) LocalOpens() []SharedCircuit {
 
 // Disown makes every circuit this breaker shows open or half-open its own,
 // as if decided while the store was unreachable: for a store that has lost
-// its data, whose word on them no longer stands. LocalOpens then lists the
-// open ones for the store.
+// its data, whose word on them no longer stands. LocalOpens then lists
+// them for the store.
 func (cb *CircuitBreaker) Disown() {
 	cb.models.Range(func(_, v any) bool {
 		c := v.(*circuit)

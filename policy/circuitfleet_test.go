@@ -209,15 +209,17 @@ func TestFleetBreakerKeepsAnOpenCircuitTheStoreLost(t *testing.T) {
 }
 
 // TestFleetBreakerDisown: for a store that lost its data, every circuit
-// the breaker shows open becomes its own, cooling down or not; LocalOpens
-// hands back one whose cooldown is over with a moment left, as it still
-// waits for a probe. Closed circuits are not handed back.
+// the breaker shows open or half-open becomes its own; LocalOpens hands
+// back one whose cooldown is over with a moment left, as it still waits
+// for a probe, and a half-open one as open with a moment left, to be
+// probed again. Closed circuits are not handed back.
 func TestFleetBreakerDisown(t *testing.T) {
 	clock := newManualClock()
 	cb := NewFleetCircuitBreaker(defaultCircuit(2, time.Minute), clock.now, &scriptedStore{})
 	cb.Apply(SharedCircuit{Model: "cooling", State: CircuitOpen, Generation: 10, Remaining: time.Hour})
 	cb.Apply(SharedCircuit{Model: "waiting", State: CircuitOpen, Generation: 10, Remaining: time.Minute})
 	cb.Apply(SharedCircuit{Model: "closed", State: CircuitClosed, Generation: 10})
+	cb.Apply(SharedCircuit{Model: "probing", State: CircuitHalfOpen, Generation: 10, Remaining: time.Hour, Holder: "another"})
 	clock.advance(2 * time.Minute)
 	if opens := cb.LocalOpens(); len(opens) != 0 {
 		t.Fatalf("LocalOpens of the store's circuits = %+v, want none", opens)
@@ -227,7 +229,7 @@ func TestFleetBreakerDisown(t *testing.T) {
 	for _, o := range cb.LocalOpens() {
 		got[o.Model] = o.Remaining
 	}
-	if len(got) != 2 || got["cooling"] != 58*time.Minute || got["waiting"] != time.Millisecond {
-		t.Errorf("LocalOpens after Disown = %v, want cooling with 58m and waiting with 1ms", got)
+	if len(got) != 3 || got["cooling"] != 58*time.Minute || got["waiting"] != time.Millisecond || got["probing"] != time.Millisecond {
+		t.Errorf("LocalOpens after Disown = %v, want cooling with 58m, waiting and probing (as open) with 1ms", got)
 	}
 }
