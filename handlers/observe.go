@@ -59,16 +59,16 @@ func (c *call) record() {
 		ce.Write(fields...)
 	}
 
-	dialect := c.api.Family()
-	requestsTotal.WithLabelValues(dialect, modelLabel(c.req.Model), statusLabel(status)).Inc()
+	dialect, requested, served := c.api.Family(), modelLabel(c.req.Model), modelLabel(c.model)
+	requestsTotal.WithLabelValues(dialect, requested, statusLabel(status)).Inc()
 	if failed {
-		errorsTotal.WithLabelValues(dialect, modelLabel(c.req.Model), errorTypeLabel(c.end.errorType)).Inc()
+		errorsTotal.WithLabelValues(dialect, requested, errorTypeLabel(c.end.errorType)).Inc()
 	}
 	if usage.InputTokens > 0 {
-		tokensTotal.WithLabelValues(modelLabel(c.model), "input").Add(float64(usage.InputTokens))
+		tokensTotal.WithLabelValues(served, "input").Add(float64(usage.InputTokens))
 	}
 	if usage.OutputTokens > 0 {
-		tokensTotal.WithLabelValues(modelLabel(c.model), "output").Add(float64(usage.OutputTokens))
+		tokensTotal.WithLabelValues(served, "output").Add(float64(usage.OutputTokens))
 	}
 	overhead := elapsed - c.upstreamTime - c.waitTime
 	overheadSeconds.WithLabelValues(dialect).Observe(overhead.Seconds())

@@ -25,13 +25,7 @@ func TestWaitHint(t *testing.T) {
 	}
 	with := func(base []string, kv ...string) []string { return append(append([]string{}, base...), kv...) }
 
-	tests := []struct {
-		name string
-		apis []API
-		kv   []string
-		want time.Duration
-		ok   bool
-	}{
+	tests := []headerCase{
 		{"nothing", openAIAPIs, nil, 0, false},
 		{"nothing anthropic", anthropicAPIs, nil, 0, false},
 
@@ -196,13 +190,7 @@ func TestRateLimitReset(t *testing.T) {
 		oTokRem = "x-ratelimit-remaining-tokens"
 		oTokRst = "x-ratelimit-reset-tokens"
 	)
-	tests := []struct {
-		name string
-		apis []API
-		kv   []string
-		want time.Duration
-		ok   bool
-	}{
+	tests := []headerCase{
 		{"anthropic nothing", anthropicAPIs, nil, 0, false},
 		{"anthropic reset without remaining", anthropicAPIs, []string{aReqRst, "2025-08-21T12:40:59Z"}, 0, false},
 		{"anthropic remaining without reset", anthropicAPIs, []string{aReqRem, "0"}, 0, false},
@@ -434,6 +422,16 @@ func FuzzParseOpenAIDuration(f *testing.F) {
 			}
 		}
 	})
+}
+
+// headerCase is a response's headers, as name-value pairs, and the wait
+// the APIs apis must read from them.
+type headerCase struct {
+	name string
+	apis []API
+	kv   []string
+	want time.Duration
+	ok   bool
 }
 
 func hdr(kv ...string) http.Header {
