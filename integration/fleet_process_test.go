@@ -634,8 +634,12 @@ func TestFleetAdminState(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitLog(t, f.procs[1], handlerLogger, "circuit open", time.Second)
+	// The hold reaches B in A's next batch and its announcement, and the
+	// instances count each other after a heartbeat: wait for both.
 	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if st, _ := fetchState(t, f.procs[0]); len(st.Instances) == 2 || time.Now().After(deadline) {
+		a, _ := fetchState(t, f.procs[0])
+		b, _ := fetchState(t, f.procs[1])
+		if len(a.Instances) == 2 && len(b.Pacing) == 1 || time.Now().After(deadline) {
 			break
 		}
 	}
