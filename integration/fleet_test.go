@@ -74,13 +74,14 @@ func TestFleetZoneThroughCaddy(t *testing.T) {
 		checkAnthropicLimited(t, fmt.Sprintf("refusal %d", i+1), err, 3)
 	}
 	// Two zone keys, the live instances' and the key fingerprint once the
-	// first heartbeat is in, and the circuits' once the outcomes are.
+	// first heartbeat is in, the epoch once the first read after it is,
+	// and the circuits' once the outcomes are.
 	keys, values := storeKeys(t, srv)
-	for deadline := time.Now().Add(time.Second); len(keys) != 5 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(2 * time.Second); len(keys) != 6 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		keys, values = storeKeys(t, srv)
 	}
-	if len(keys) != 5 {
-		t.Errorf("store keys %q, want the two zones', the instances', the fingerprint and the circuits", keys)
+	if len(keys) != 6 {
+		t.Errorf("store keys %q, want the two zones', the instances', the fingerprint, the epoch and the circuits", keys)
 	}
 	for _, k := range slices.Concat(keys, values) {
 		if strings.Contains(k, testAPIKey) {
